@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ * gdprcrm.c
+ *	  Module magic and _PG_init.
+ *
+ * _PG_init only decides the order in which the modules start; each module
+ * keeps its own state and documents its own start-up.  Settings come first
+ * because the keyring reads gdprcrm.key_command while the postmaster loads
+ * shared_preload_libraries.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+
+#include "guc.h"
+#include "keyring.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	guc_init();
+	keyring_init();
+}

@@ -1,0 +1,443 @@
+/*-------------------------------------------------------------------------
+ * keyring.c
+ *	  Root key loading, purpose key derivation and locked key memory.
+ *
+ * The postmaster loads the 256-bit root key once, while it processes
+ * shared_preload_libraries: from the output of gdprcrm.key_command, or,
+ * when that is empty, from a development key file in the data directory
+ * that is created on first start.  The root key and the keys derived from
+ * it live in one sodium_malloc'd block that is locked in memory, excluded
+ * from core dumps and read-only once filled; backends inherit it by fork.
+ *
+ * Nothing here ever returns key bytes to SQL, and no message carries the
+ * key or the output of the key command.  The only SQL-visible facts are a
+ * keyed fingerprint, the source and the load time (gdprcrm.key_info).
+ *
+ * Without shared_preload_libraries no key is ever loaded, and every caller
+ * of keyring_purpose_key gets ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port.h"
+#include "storage/fd.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "guc.h"
+#include "keyring.h"
+
+/* The development key file, relative to the data directory. */
+#define DEV_KEY_FILE		"gdprcrm_dev_root.key"
+#define DEV_KEY_TEMP_FILE	DEV_KEY_FILE ".tmp"
+
+/* A key in text: 64 hex digits; a newline after them is allowed. */
+#define KEY_HEX_CHARS		(2 * KEYRING_KEY_BYTES)
+
+/* More output than this from the key command is certainly not a key. */
+#define KEY_OUTPUT_MAX		4096
+
+#define FINGERPRINT_BYTES	16
+
+typedef enum KeySource
+{
+	KEY_SOURCE_NONE,
+	KEY_SOURCE_COMMAND,
+	KEY_SOURCE_DEVELOPMENT_FILE
+} KeySource;
+
+/*
+ * Everything secret, in one locked allocation.  libsodium derivation
+ * contexts are exactly eight bytes; changing one changes every key derived
+ * for that purpose, so they are part of the storage format.
+ */
+typedef struct KeyringSecrets
+{
+	unsigned char root[KEYRING_KEY_BYTES];
+	unsigned char purpose[KEY_PURPOSE_COUNT][KEYRING_KEY_BYTES];
+} KeyringSecrets;
+
+static const char *const purpose_contexts[KEY_PURPOSE_COUNT] = {
+	[KEY_PURPOSE_WRAP] = "gdprwrap",
+	[KEY_PURPOSE_BLIND_INDEX] = "gdprbidx",
+	[KEY_PURPOSE_PSEUDONYM] = "gdprpsdn",
+	[KEY_PURPOSE_AUDIT] = "gdpraudt",
+};
+
+#define FINGERPRINT_CONTEXT "gdprfprt"
+#define KEY_DERIVATION_VERSION 1
+
+static KeyringSecrets *secrets = NULL;
+static KeySource key_source = KEY_SOURCE_NONE;
+static TimestampTz key_loaded_at = 0;
+static char key_fingerprint[2 * FINGERPRINT_BYTES + 1];
+
+/*
+ * parse_key_text
+ *	  Decode 64 hex digits, optionally followed by "\n" or "\r\n", into
+ *	  root.  Returns false, leaving root unspecified, for anything else.
+ */
+static bool
+parse_key_text(const char *text, size_t len, unsigned char *root)
+{
+	size_t		bin_len = 0;
+	const char *end = NULL;
+
+	if (len > 0 && text[len - 1] == '\n')
+		len--;
+	if (len > 0 && text[len - 1] == '\r')
+		len--;
+	if (len != KEY_HEX_CHARS)
+		return false;
+	if (sodium_hex2bin(root, KEYRING_KEY_BYTES, text, len,
+					   NULL, &bin_len, &end) != 0)
+		return false;
+	return bin_len == KEYRING_KEY_BYTES && end == text + len;
+}
+
+/*
+ * read_key_from_command
+ *	  Run gdprcrm.key_command and decode what it prints into root.  Any
+ *	  failure is FATAL, because a server must not run with a key other than
+ *	  the one it was told to use.  The output is read with read(2) rather
+ *	  than stdio so that no copy of it stays in a stdio buffer, and it is
+ *	  zeroed before any message is raised.
+ */
+static void
+read_key_from_command(const char *command, unsigned char *root)
+{
+	char		output[KEY_OUTPUT_MAX];
+	size_t		len = 0;
+	size_t		total = 0;
+	FILE	   *pipe;
+	int			status;
+	bool		valid;
+
+	fflush(NULL);
+	pipe = OpenPipeStream(command, "r");
+	if (pipe == NULL)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not run gdprcrm.key_command: %m")));
+
+	for (;;)
+	{
+		char		discard[512];
+		ssize_t		got;
+
+		/* Past the limit keep draining, so the command is not killed. */
+		if (len < sizeof(output))
+			got = read(fileno(pipe), output + len, sizeof(output) - len);
+		else
+			got = read(fileno(pipe), discard, sizeof(discard));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		if (len < sizeof(output))
+			len += got;
+		else
+			sodium_memzero(discard, sizeof(discard));
+		total += got;
+	}
+	status = ClosePipeStream(pipe);
+
+	valid = status == 0 && total == len && parse_key_text(output, len, root);
+	sodium_memzero(output, sizeof(output));
+
+	if (status != 0)
+	{
+		sodium_memzero(root, KEYRING_KEY_BYTES);
+		ereport(FATAL,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("gdprcrm.key_command failed"),
+				 errdetail("The command's %s. Its output is not shown.",
+						   wait_result_to_str(status)),
+				 errhint("Fix the command so that it exits with status 0, or leave gdprcrm.key_command empty to use a development key.")));
+	}
+	if (!valid)
+	{
+		sodium_memzero(root, KEYRING_KEY_BYTES);
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("gdprcrm.key_command did not print a valid root key"),
+				 errdetail("It printed %zu bytes; a root key is exactly 64 hexadecimal characters, optionally followed by a newline. The output is not shown.",
+						   total)));
+	}
+}
+
+/*
+ * create_dev_key_file
+ *	  Generate a random root key and store it, in hex, as the development
+ *	  key file.  It is written to a temporary file with mode 0600, synced
+ *	  and renamed into place, so a crash leaves either no file or a whole
+ *	  one, never a truncated key.
+ */
+static void
+create_dev_key_file(unsigned char *root)
+{
+	char		hex[KEY_HEX_CHARS + 2];
+	int			fd;
+	ssize_t		written;
+
+	randombytes_buf(root, KEYRING_KEY_BYTES);
+	sodium_bin2hex(hex, sizeof(hex), root, KEYRING_KEY_BYTES);
+	hex[KEY_HEX_CHARS] = '\n';
+
+	fd = open(DEV_KEY_TEMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
+			  S_IRUSR | S_IWUSR);
+	if (fd < 0)
+	{
+		sodium_memzero(hex, sizeof(hex));
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", DEV_KEY_TEMP_FILE)));
+	}
+	written = write(fd, hex, KEY_HEX_CHARS + 1);
+	sodium_memzero(hex, sizeof(hex));
+	if (written != KEY_HEX_CHARS + 1)
+	{
+		if (written >= 0)
+			errno = ENOSPC;
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", DEV_KEY_TEMP_FILE)));
+	}
+	if (pg_fsync(fd) != 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", DEV_KEY_TEMP_FILE)));
+	if (close(fd) != 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not close file \"%s\": %m", DEV_KEY_TEMP_FILE)));
+
+	durable_rename(DEV_KEY_TEMP_FILE, DEV_KEY_FILE, FATAL);
+}
+
+/*
+ * read_dev_key_file
+ *	  Load the development key file, creating it on first start.  A file
+ *	  that others could read, or that does not hold exactly one key, stops
+ *	  the server: silently replacing it would make existing data unreadable.
+ */
+static void
+read_dev_key_file(unsigned char *root)
+{
+	char		text[KEY_HEX_CHARS + 3];
+	struct stat st;
+	ssize_t		len;
+	bool		valid;
+	int			fd;
+
+	fd = open(DEV_KEY_FILE, O_RDONLY | PG_BINARY, 0);
+	if (fd < 0)
+	{
+		if (errno != ENOENT)
+			ereport(FATAL,
+					(errcode_for_file_access(),
+					 errmsg("could not open file \"%s\": %m", DEV_KEY_FILE)));
+		create_dev_key_file(root);
+		ereport(LOG,
+				(errmsg("gdprcrm created a development root key in file \"%s\"",
+						DEV_KEY_FILE)));
+		return;
+	}
+
+	if (fstat(fd, &st) != 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not stat file \"%s\": %m", DEV_KEY_FILE)));
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		ereport(FATAL,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("development key file \"%s\" is not a regular file private to its owner",
+						DEV_KEY_FILE),
+				 errhint("The file must have mode 0600, for example: chmod 0600 \"%s/%s\".",
+						 DataDir, DEV_KEY_FILE)));
+
+	do
+		len = read(fd, text, sizeof(text));
+	while (len < 0 && errno == EINTR);
+	close(fd);
+	if (len < 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", DEV_KEY_FILE)));
+
+	valid = parse_key_text(text, (size_t) len, root);
+	sodium_memzero(text, sizeof(text));
+	if (!valid)
+	{
+		sodium_memzero(root, KEYRING_KEY_BYTES);
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("development key file \"%s\" does not hold a valid root key",
+						DEV_KEY_FILE),
+				 errdetail("The file must contain exactly 64 hexadecimal characters, optionally followed by a newline. Its content is not shown."),
+				 errhint("Restore the file from backup; replacing it makes every value encrypted under it unreadable.")));
+	}
+}
+
+/*
+ * derive_keys
+ *	  Fill every purpose key and the public fingerprint from the root key.
+ *	  The fingerprint is a keyed hash under its own derived key, so it
+ *	  identifies the root key without revealing any byte of it.
+ */
+static void
+derive_keys(KeyringSecrets *s)
+{
+	static const char fingerprint_message[] = "gdprcrm root key fingerprint";
+	unsigned char fingerprint_key[KEYRING_KEY_BYTES];
+	unsigned char fingerprint[FINGERPRINT_BYTES];
+
+	for (int p = 0; p < KEY_PURPOSE_COUNT; p++)
+		crypto_kdf_derive_from_key(s->purpose[p], KEYRING_KEY_BYTES,
+								   KEY_DERIVATION_VERSION,
+								   purpose_contexts[p], s->root);
+
+	crypto_kdf_derive_from_key(fingerprint_key, sizeof(fingerprint_key),
+							   KEY_DERIVATION_VERSION,
+							   FINGERPRINT_CONTEXT, s->root);
+	crypto_generichash(fingerprint, sizeof(fingerprint),
+					   (const unsigned char *) fingerprint_message,
+					   sizeof(fingerprint_message) - 1,
+					   fingerprint_key, sizeof(fingerprint_key));
+	sodium_memzero(fingerprint_key, sizeof(fingerprint_key));
+	sodium_bin2hex(key_fingerprint, sizeof(key_fingerprint),
+				   fingerprint, sizeof(fingerprint));
+}
+
+/*
+ * keyring_init
+ *	  Initialise libsodium in every process that loads gdprcrm, and, in the
+ *	  postmaster while it processes shared_preload_libraries, load the root
+ *	  key.  Every failure to load is FATAL: the server does not start.
+ *
+ *	  Locked pages are not inherited as locked by fork(2), but the child
+ *	  shares the postmaster's physical pages copy-on-write and never writes
+ *	  them (they are read-only), so they stay resident while the postmaster
+ *	  holds its lock.  MADV_DONTDUMP, set by sodium_malloc, is inherited.
+ *
+ *	  EXEC_BACKEND builds re-run _PG_init in every backend and would run the
+ *	  key command each time; they are not supported.
+ */
+void
+keyring_init(void)
+{
+	KeyringSecrets *s;
+
+	if (sodium_init() < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not initialise libsodium")));
+
+	if (!process_shared_preload_libraries_in_progress || secrets != NULL)
+		return;
+
+	s = sodium_malloc(sizeof(KeyringSecrets));
+	if (s == NULL || sodium_mlock(s, sizeof(KeyringSecrets)) != 0)
+		ereport(FATAL,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not allocate locked memory for the gdprcrm keys: %m"),
+				 errhint("Raise the locked-memory limit of the server (ulimit -l) to at least 64 kB.")));
+
+	if (gdprcrm_key_command != NULL && gdprcrm_key_command[0] != '\0')
+	{
+		read_key_from_command(gdprcrm_key_command, s->root);
+		key_source = KEY_SOURCE_COMMAND;
+	}
+	else
+	{
+		read_dev_key_file(s->root);
+		key_source = KEY_SOURCE_DEVELOPMENT_FILE;
+		ereport(WARNING,
+				(errmsg("gdprcrm is using a development root key, which is not for production"),
+				 errdetail("The key is stored unencrypted in file \"%s\" of the data directory.",
+						   DEV_KEY_FILE),
+				 errhint("Set gdprcrm.key_command to a command that prints the root key from a key management service.")));
+	}
+
+	derive_keys(s);
+	if (sodium_mprotect_readonly(s) != 0)
+		ereport(FATAL,
+				(errmsg("could not protect the gdprcrm keys: %m")));
+
+	secrets = s;
+	key_loaded_at = GetCurrentTimestamp();
+}
+
+/*
+ * keyring_is_loaded
+ *	  True when this process inherited a root key from the postmaster.
+ */
+bool
+keyring_is_loaded(void)
+{
+	return secrets != NULL;
+}
+
+/*
+ * require_keyring
+ *	  Raise the error every key-using function gives without preload.
+ */
+static void
+require_keyring(void)
+{
+	if (secrets == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm keys are not loaded"),
+				 errdetail("The root key is read only when the server starts with gdprcrm preloaded."),
+				 errhint("Add gdprcrm to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * keyring_purpose_key
+ *	  The derived key of one purpose: KEYRING_KEY_BYTES bytes in read-only
+ *	  locked memory owned by the keyring.  Callers must not copy it into
+ *	  memory they do not zero.  Errors when no key was loaded.
+ */
+const unsigned char *
+keyring_purpose_key(KeyPurpose purpose)
+{
+	Assert(purpose >= 0 && purpose < KEY_PURPOSE_COUNT);
+	require_keyring();
+	return secrets->purpose[purpose];
+}
+
+/*
+ * gdprcrm.key_info() -> (fingerprint text, source text, loaded_at timestamptz)
+ *	  What an operator may know about the root key: a keyed fingerprint to
+ *	  compare servers and backups, where it came from and when.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_key_info);
+Datum
+gdprcrm_key_info(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	require_keyring();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	values[0] = CStringGetTextDatum(key_fingerprint);
+	values[1] = CStringGetTextDatum(key_source == KEY_SOURCE_COMMAND ?
+									"command" : "development_file");
+	values[2] = TimestampTzGetDatum(key_loaded_at);
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
+													  values, nulls)));
+}
