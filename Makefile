@@ -32,7 +32,6 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_check/i
 
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
-PROVE_FLAGS  = --verbose
 
 EXTRA_CLEAN = results output_iso tmp_check regression.diffs regression.out \
               test/bench/nonce_rate
@@ -40,6 +39,10 @@ EXTRA_CLEAN = results output_iso tmp_check regression.diffs regression.out \
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# After the include, which empties it: one line per assertion, so that
+# test/run can count them.
+PROVE_FLAGS = --verbose
 
 ifeq ($(EXTVERSION),)
 $(error could not read default_version from $(EXTENSION).control)

@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "compat.h"
@@ -24,14 +25,30 @@
  */
 char	   *gdprcrm_key_command = NULL;
 
+static void define_postmaster_settings(void);
+
 /*
  * guc_init
  *	  Define every gdprcrm.* setting.  Called from _PG_init in any process
- *	  that loads the library; postmaster-context settings simply keep the
- *	  value they had at server start.
+ *	  that loads the library.  PostgreSQL refuses to create postmaster
+ *	  settings once the server runs, so those exist only when gdprcrm is
+ *	  preloaded, which is also the only time they are read.
  */
 void
 guc_init(void)
+{
+	if (process_shared_preload_libraries_in_progress)
+		define_postmaster_settings();
+
+	compat_reserve_guc_prefix("gdprcrm");
+}
+
+/*
+ * define_postmaster_settings
+ *	  Settings fixed for the life of the server.
+ */
+static void
+define_postmaster_settings(void)
 {
 	DefineCustomStringVariable("gdprcrm.key_command",
 							   "Shell command that prints the gdprcrm root key at server start.",
@@ -42,6 +59,4 @@ guc_init(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
-
-	compat_reserve_guc_prefix("gdprcrm");
 }
