@@ -25,15 +25,15 @@ SHLIB_LINK  = -lsodium
 TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 
 REGRESS      = setup keyring random_bytes
-REGRESS_OPTS = --temp-instance=tmp_check/regress $(TEST_CONF)
+REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
 ISOLATION      = nonces
-ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_check/isolation $(TEST_CONF)
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_isolation $(TEST_CONF)
 
 TAP_TESTS    = 1
 PROVE_TESTS  = test/t/*.pl
 
-EXTRA_CLEAN = results output_iso tmp_check regression.diffs regression.out \
+EXTRA_CLEAN = results output_iso tmp_check tmp_regress tmp_isolation regression.diffs regression.out \
               test/bench/nonce_rate
 
 PG_CONFIG ?= pg_config
@@ -54,10 +54,8 @@ endif
 # One target per suite so that a failure in one does not hide the others.
 .PHONY: check-regress check-isolation check-tap
 check-regress:
-	$(MKDIR_P) tmp_check
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
 check-isolation:
-	$(MKDIR_P) tmp_check
 	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
 check-tap:
 	$(prove_installcheck)
