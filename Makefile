@@ -47,8 +47,9 @@ PROVE_FLAGS = --verbose
 ifeq ($(EXTVERSION),)
 $(error could not read default_version from $(EXTENSION).control)
 endif
-ifeq ($(wildcard src/sql/$(EXTENSION)--$(EXTVERSION).sql),)
-$(error src/sql/$(EXTENSION)--$(EXTVERSION).sql is missing for version $(EXTVERSION))
+# The default version is reached by a base script or by an upgrade script.
+ifeq ($(wildcard src/sql/$(EXTENSION)--$(EXTVERSION).sql src/sql/$(EXTENSION)--*--$(EXTVERSION).sql),)
+$(error no extension script in src/sql/ leads to version $(EXTVERSION))
 endif
 
 # One target per suite so that a failure in one does not hide the others.

@@ -31,4 +31,12 @@
 #define compat_reserve_guc_prefix(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/*
+ * PostgreSQL 15 added shmem_request_hook and requires shared memory to be
+ * requested from it; 14 takes the request directly in _PG_init.
+ */
+#if PG_VERSION_NUM >= 150000
+#define COMPAT_HAS_SHMEM_REQUEST_HOOK 1
+#endif
+
 #endif							/* GDPRCRM_COMPAT_H */

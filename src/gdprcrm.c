@@ -12,8 +12,11 @@
 
 #include "fmgr.h"
 
+#include "database_keys.h"
 #include "guc.h"
 #include "keyring.h"
+#include "shmem.h"
+#include "subject_keys.h"
 
 PG_MODULE_MAGIC;
 
@@ -24,4 +27,7 @@ _PG_init(void)
 {
 	guc_init();
 	keyring_init();
+	shmem_init();
+	subject_keys_init();
+	database_keys_init();
 }

@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include <sodium.h>
+
 #include "miscadmin.h"
 #include "utils/guc.h"
 
@@ -25,7 +27,49 @@
  */
 char	   *gdprcrm_key_command = NULL;
 
+/*
+ * gdprcrm.previous_key_command (postmaster, superuser only, default empty).
+ *
+ * Set only while rotating the root key: prints the old key, so that keys
+ * wrapped under it can be unwrapped and wrapped again under the new one
+ * (gdprcrm.rewrap_keys).  Never used to encrypt.
+ */
+char	   *gdprcrm_previous_key_command = NULL;
+
+/*
+ * gdprcrm.cipher (user, default xchacha20poly1305).
+ *
+ * The AEAD for values encrypted from now on; every envelope records its
+ * own cipher, so changing it never affects existing values.  AES-256-GCM
+ * is offered only where the CPU has AES instructions.
+ */
+int			gdprcrm_cipher = ENVELOPE_CIPHER_XCHACHA20POLY1305;
+
+static const struct config_enum_entry cipher_options[] = {
+	{"xchacha20poly1305", ENVELOPE_CIPHER_XCHACHA20POLY1305, false},
+	{"aes256gcm", ENVELOPE_CIPHER_AES256GCM, false},
+	{NULL, 0, false}
+};
+
+/*
+ * gdprcrm.key_cache_size (user, default 131072).
+ *
+ * How many unwrapped subject data keys a backend keeps, least recently
+ * used evicted first and zeroed.  About 100 bytes each.
+ */
+int			gdprcrm_key_cache_size = 131072;
+
+/*
+ * gdprcrm.strict_erasure (user, default off).
+ *
+ * Off: a value whose subject's key was destroyed decrypts to NULL, so a
+ * scan over a table where some subjects were erased still succeeds.  On:
+ * such a value raises an error instead.
+ */
+bool		gdprcrm_strict_erasure = false;
+
 static void define_postmaster_settings(void);
+static bool check_cipher(int *newval, void **extra, GucSource source);
 
 /*
  * guc_init
@@ -39,6 +83,37 @@ guc_init(void)
 {
 	if (process_shared_preload_libraries_in_progress)
 		define_postmaster_settings();
+
+	DefineCustomEnumVariable("gdprcrm.cipher",
+							 "AEAD cipher for newly encrypted values.",
+							 "xchacha20poly1305 everywhere; aes256gcm where the CPU has AES instructions. "
+							 "Existing values keep the cipher they were written with.",
+							 &gdprcrm_cipher,
+							 ENVELOPE_CIPHER_XCHACHA20POLY1305,
+							 cipher_options,
+							 PGC_USERSET,
+							 0,
+							 check_cipher, NULL, NULL);
+
+	DefineCustomIntVariable("gdprcrm.key_cache_size",
+							"Most subject data keys one backend keeps unwrapped.",
+							"Least recently used keys are evicted and zeroed first.",
+							&gdprcrm_key_cache_size,
+							131072,
+							1,
+							16 * 1024 * 1024,
+							PGC_USERSET,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("gdprcrm.strict_erasure",
+							 "Raise an error, instead of returning NULL, when decrypting a value of an erased subject.",
+							 NULL,
+							 &gdprcrm_strict_erasure,
+							 false,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
 
 	compat_reserve_guc_prefix("gdprcrm");
 }
@@ -59,4 +134,34 @@ define_postmaster_settings(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("gdprcrm.previous_key_command",
+							   "During a root key rotation, shell command that prints the old root key.",
+							   "Keys wrapped under it are unwrapped and wrapped again under the current key by gdprcrm.rewrap_keys().",
+							   &gdprcrm_previous_key_command,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+}
+
+/*
+ * check_cipher
+ *	  Refuse AES-256-GCM on a CPU without AES instructions, where libsodium
+ *	  does not implement it.
+ */
+static bool
+check_cipher(int *newval, void **extra pg_attribute_unused(), GucSource source pg_attribute_unused())
+{
+	if (*newval == ENVELOPE_CIPHER_AES256GCM)
+	{
+		if (sodium_init() < 0 || !crypto_aead_aes256gcm_is_available())
+		{
+			GUC_check_errcode(ERRCODE_FEATURE_NOT_SUPPORTED);
+			GUC_check_errdetail("This CPU has no AES instructions, which AES-256-GCM needs here.");
+			GUC_check_errhint("Use gdprcrm.cipher = xchacha20poly1305.");
+			return false;
+		}
+	}
+	return true;
 }

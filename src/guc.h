@@ -6,8 +6,22 @@
 #ifndef GDPRCRM_GUC_H
 #define GDPRCRM_GUC_H
 
+#include "envelope.h"
+
 /* Shell command that prints the root key; NULL or empty for the dev key. */
 extern char *gdprcrm_key_command;
+
+/* During a root key rotation: shell command that prints the old key. */
+extern char *gdprcrm_previous_key_command;
+
+/* Cipher for newly encrypted values (an EnvelopeCipher). */
+extern int	gdprcrm_cipher;
+
+/* Most subject data keys one backend keeps unwrapped. */
+extern int	gdprcrm_key_cache_size;
+
+/* Raise, rather than return NULL, for values of erased subjects. */
+extern bool gdprcrm_strict_erasure;
 
 extern void guc_init(void);
 

@@ -33,6 +33,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "csprng.h"
 #include "guc.h"
 #include "keyring.h"
 
@@ -46,7 +47,7 @@
 /* More output than this from the key command is certainly not a key. */
 #define KEY_OUTPUT_MAX		4096
 
-#define FINGERPRINT_BYTES	16
+#define FINGERPRINT_BYTES	(KEYRING_FINGERPRINT_CHARS / 2)
 
 typedef enum KeySource
 {
@@ -60,10 +61,20 @@ typedef enum KeySource
  * contexts are exactly eight bytes; changing one changes every key derived
  * for that purpose, so they are part of the storage format.
  */
-typedef struct KeyringSecrets
+typedef struct RootKeys
 {
 	unsigned char root[KEYRING_KEY_BYTES];
 	unsigned char purpose[KEY_PURPOSE_COUNT][KEYRING_KEY_BYTES];
+} RootKeys;
+
+/*
+ * The current root key, and during a rotation the previous one, which is
+ * only ever used to unwrap keys so that they can be wrapped again.
+ */
+typedef struct KeyringSecrets
+{
+	RootKeys	current;
+	RootKeys	previous;
 } KeyringSecrets;
 
 static const char *const purpose_contexts[KEY_PURPOSE_COUNT] = {
@@ -77,9 +88,11 @@ static const char *const purpose_contexts[KEY_PURPOSE_COUNT] = {
 #define KEY_DERIVATION_VERSION 1
 
 static KeyringSecrets *secrets = NULL;
+static bool has_previous = false;
 static KeySource key_source = KEY_SOURCE_NONE;
 static TimestampTz key_loaded_at = 0;
-static char key_fingerprint[2 * FINGERPRINT_BYTES + 1];
+static char key_fingerprint[KEYRING_FINGERPRINT_CHARS + 1];
+static char previous_fingerprint[KEYRING_FINGERPRINT_CHARS + 1];
 
 /*
  * parse_key_text
@@ -113,7 +126,8 @@ parse_key_text(const char *text, size_t len, unsigned char *root)
  *	  zeroed before any message is raised.
  */
 static void
-read_key_from_command(const char *command, unsigned char *root)
+read_key_from_command(const char *setting, const char *command,
+					  unsigned char *root)
 {
 	char		output[KEY_OUTPUT_MAX];
 	size_t		len = 0;
@@ -127,7 +141,7 @@ read_key_from_command(const char *command, unsigned char *root)
 	if (pipe == NULL)
 		ereport(FATAL,
 				(errcode_for_file_access(),
-				 errmsg("could not run gdprcrm.key_command: %m")));
+				 errmsg("could not run %s: %m", setting)));
 
 	for (;;)
 	{
@@ -159,17 +173,17 @@ read_key_from_command(const char *command, unsigned char *root)
 		sodium_memzero(root, KEYRING_KEY_BYTES);
 		ereport(FATAL,
 				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("gdprcrm.key_command failed"),
+				 errmsg("%s failed", setting),
 				 errdetail("The command's %s. Its output is not shown.",
 						   wait_result_to_str(status)),
-				 errhint("Fix the command so that it exits with status 0, or leave gdprcrm.key_command empty to use a development key.")));
+				 errhint("Fix the command so that it exits with status 0.")));
 	}
 	if (!valid)
 	{
 		sodium_memzero(root, KEYRING_KEY_BYTES);
 		ereport(FATAL,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("gdprcrm.key_command did not print a valid root key"),
+				 errmsg("%s did not print a valid root key", setting),
 				 errdetail("It printed %zu bytes; a root key is exactly 64 hexadecimal characters, optionally followed by a newline. The output is not shown.",
 						   total)));
 	}
@@ -295,7 +309,7 @@ read_dev_key_file(unsigned char *root)
  *	  identifies the root key without revealing any byte of it.
  */
 static void
-derive_keys(KeyringSecrets *s)
+derive_keys(RootKeys *s, char *fingerprint_hex)
 {
 	static const char fingerprint_message[] = "gdprcrm root key fingerprint";
 	unsigned char fingerprint_key[KEYRING_KEY_BYTES];
@@ -314,7 +328,7 @@ derive_keys(KeyringSecrets *s)
 					   sizeof(fingerprint_message) - 1,
 					   fingerprint_key, sizeof(fingerprint_key));
 	sodium_memzero(fingerprint_key, sizeof(fingerprint_key));
-	sodium_bin2hex(key_fingerprint, sizeof(key_fingerprint),
+	sodium_bin2hex(fingerprint_hex, KEYRING_FINGERPRINT_CHARS + 1,
 				   fingerprint, sizeof(fingerprint));
 }
 
@@ -354,12 +368,13 @@ keyring_init(void)
 
 	if (gdprcrm_key_command != NULL && gdprcrm_key_command[0] != '\0')
 	{
-		read_key_from_command(gdprcrm_key_command, s->root);
+		read_key_from_command("gdprcrm.key_command", gdprcrm_key_command,
+							  s->current.root);
 		key_source = KEY_SOURCE_COMMAND;
 	}
 	else
 	{
-		read_dev_key_file(s->root);
+		read_dev_key_file(s->current.root);
 		key_source = KEY_SOURCE_DEVELOPMENT_FILE;
 		ereport(WARNING,
 				(errmsg("gdprcrm is using a development root key, which is not for production"),
@@ -368,7 +383,29 @@ keyring_init(void)
 				 errhint("Set gdprcrm.key_command to a command that prints the root key from a key management service.")));
 	}
 
-	derive_keys(s);
+	derive_keys(&s->current, key_fingerprint);
+
+	if (gdprcrm_previous_key_command != NULL &&
+		gdprcrm_previous_key_command[0] != '\0')
+	{
+		read_key_from_command("gdprcrm.previous_key_command",
+							  gdprcrm_previous_key_command, s->previous.root);
+		derive_keys(&s->previous, previous_fingerprint);
+		if (strcmp(previous_fingerprint, key_fingerprint) == 0)
+			ereport(WARNING,
+					(errmsg("gdprcrm.previous_key_command prints the current root key"),
+					 errhint("During a rotation it must print the old key, and gdprcrm.key_command the new one.")));
+		else
+		{
+			has_previous = true;
+			ereport(LOG,
+					(errmsg("gdprcrm loaded a previous root key for rotation"),
+					 errhint("Run SELECT gdprcrm.rewrap_keys() until it returns 0, then remove gdprcrm.previous_key_command.")));
+		}
+	}
+	else
+		sodium_memzero(&s->previous, sizeof(s->previous));
+
 	if (sodium_mprotect_readonly(s) != 0)
 		ereport(FATAL,
 				(errmsg("could not protect the gdprcrm keys: %m")));
@@ -413,7 +450,98 @@ keyring_purpose_key(KeyPurpose purpose)
 {
 	Assert(purpose >= 0 && purpose < KEY_PURPOSE_COUNT);
 	require_keyring();
-	return secrets->purpose[purpose];
+	return secrets->current.purpose[purpose];
+}
+
+/*
+ * keyring_fingerprint
+ *	  Fingerprint of the current root key: KEYRING_FINGERPRINT_CHARS hex
+ *	  digits in static storage.  Errors when no key was loaded.
+ */
+const char *
+keyring_fingerprint(void)
+{
+	require_keyring();
+	return key_fingerprint;
+}
+
+/*
+ * keyring_previous_fingerprint
+ *	  Fingerprint of the previous root key during a rotation, else NULL.
+ */
+const char *
+keyring_previous_fingerprint(void)
+{
+	require_keyring();
+	return has_previous ? previous_fingerprint : NULL;
+}
+
+/*
+ * purpose_key_for
+ *	  The purpose key under the root key with the given fingerprint: the
+ *	  current one, the previous one during a rotation, or NULL.
+ */
+static const unsigned char *
+purpose_key_for(KeyPurpose purpose, const char *fingerprint)
+{
+	require_keyring();
+	if (strcmp(fingerprint, key_fingerprint) == 0)
+		return secrets->current.purpose[purpose];
+	if (has_previous && strcmp(fingerprint, previous_fingerprint) == 0)
+		return secrets->previous.purpose[purpose];
+	return NULL;
+}
+
+/*
+ * keyring_wrap
+ *	  Encrypt a KEYRING_KEY_BYTES working key under the current purpose key
+ *	  into wrapped (KEYRING_WRAPPED_BYTES: nonce, ciphertext, tag), bound to
+ *	  ad.  The caller stores keyring_fingerprint() beside it.
+ */
+void
+keyring_wrap(KeyPurpose purpose, const unsigned char *ad, size_t ad_len,
+			 const unsigned char *key, unsigned char *wrapped)
+{
+	unsigned char *nonce = wrapped;
+
+	csprng_fill(nonce, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+											   NULL, key, KEYRING_KEY_BYTES,
+											   ad, ad_len, NULL, nonce,
+											   keyring_purpose_key(purpose));
+}
+
+/*
+ * keyring_unwrap
+ *	  Reverse keyring_wrap for a key wrapped under the root key with the
+ *	  given fingerprint.  Errors, naming neither key nor owner, when that
+ *	  root key is not loaded or the wrapped bytes fail authentication.
+ */
+void
+keyring_unwrap(KeyPurpose purpose, const char *fingerprint,
+			   const unsigned char *ad, size_t ad_len,
+			   const unsigned char *wrapped, size_t wrapped_len,
+			   unsigned char *key)
+{
+	const unsigned char *purpose_key = purpose_key_for(purpose, fingerprint);
+
+	if (purpose_key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a gdprcrm data key is wrapped by a root key that is not loaded"),
+				 errdetail("Values were written under another root key; compare gdprcrm.key_info() with the fingerprint recorded for them."),
+				 errhint("Start the server with the root key these data were written under; during a rotation set gdprcrm.previous_key_command to the old key.")));
+
+	if (wrapped_len != KEYRING_WRAPPED_BYTES ||
+		crypto_aead_xchacha20poly1305_ietf_decrypt(key, NULL, NULL,
+												   wrapped + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+												   wrapped_len - crypto_aead_xchacha20poly1305_ietf_NPUBBYTES,
+												   ad, ad_len, wrapped,
+												   purpose_key) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("could not unwrap a gdprcrm data key"),
+				 errdetail("The stored wrapped key was altered or belongs to another owner.")));
 }
 
 /*

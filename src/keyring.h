@@ -11,7 +11,15 @@
 #ifndef GDPRCRM_KEYRING_H
 #define GDPRCRM_KEYRING_H
 
+#include <stddef.h>
+
 #define KEYRING_KEY_BYTES 32
+
+/* A wrapped key: 24-byte nonce, ciphertext of the key, 16-byte tag. */
+#define KEYRING_WRAPPED_BYTES (24 + KEYRING_KEY_BYTES + 16)
+
+/* Root key fingerprints are this many lower-case hex digits. */
+#define KEYRING_FINGERPRINT_CHARS 32
 
 typedef enum KeyPurpose
 {
@@ -25,5 +33,14 @@ typedef enum KeyPurpose
 extern void keyring_init(void);
 extern bool keyring_is_loaded(void);
 extern const unsigned char *keyring_purpose_key(KeyPurpose purpose);
+extern const char *keyring_fingerprint(void);
+extern const char *keyring_previous_fingerprint(void);
+extern void keyring_wrap(KeyPurpose purpose, const unsigned char *ad,
+						 size_t ad_len, const unsigned char *key,
+						 unsigned char *wrapped);
+extern void keyring_unwrap(KeyPurpose purpose, const char *fingerprint,
+						   const unsigned char *ad, size_t ad_len,
+						   const unsigned char *wrapped, size_t wrapped_len,
+						   unsigned char *key);
 
 #endif							/* GDPRCRM_KEYRING_H */

@@ -1,0 +1,425 @@
+/*-------------------------------------------------------------------------
+ * store.c
+ *	  gdprcrm's key tables, read and written as their owner.
+ *
+ * gdprcrm.subject_keys and gdprcrm.database_keys hold wrapped keys and
+ * tombstones.  No application role has any privilege on them; the
+ * functions here run their queries as the tables' owner, the way a
+ * SECURITY DEFINER function would, with a restricted security context so
+ * that nothing the caller set up (search_path objects, triggers of theirs)
+ * runs with that identity.  Every query names its objects and operators
+ * with their schema.
+ *
+ * Reads use the latest snapshot rather than the transaction's: once a key
+ * is destroyed and committed, even a REPEATABLE READ transaction that
+ * started earlier must not load it again.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "compat.h"
+#include "store.h"
+
+#define STORE_SCHEMA "gdprcrm"
+
+typedef struct StoreSession
+{
+	Oid			saved_user;
+	int			saved_context;
+} StoreSession;
+
+/* Plans survive across calls; the plan cache re-plans them when needed. */
+static SPIPlanPtr fetch_subject_plan = NULL;
+static SPIPlanPtr insert_subject_plan = NULL;
+static SPIPlanPtr destroy_subject_plan = NULL;
+static SPIPlanPtr tombstone_subject_plan = NULL;
+static SPIPlanPtr fetch_database_plan = NULL;
+static SPIPlanPtr insert_database_plan = NULL;
+
+/*
+ * store_owner
+ *	  Owner of gdprcrm.subject_keys, which owns every key table.
+ */
+static Oid
+store_owner(void)
+{
+	Oid			nsp = get_namespace_oid(STORE_SCHEMA, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("subject_keys", nsp) : InvalidOid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm is not installed in this database"),
+				 errhint("Run CREATE EXTENSION gdprcrm.")));
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+static void
+store_begin(StoreSession *session)
+{
+	Oid			owner = store_owner();
+
+	GetUserIdAndSecContext(&session->saved_user, &session->saved_context);
+	SetUserIdAndSecContext(owner, session->saved_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+/* On error, transaction abort restores the user; no PG_TRY is needed. */
+static void
+store_end(StoreSession *session)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(session->saved_user, session->saved_context);
+}
+
+static SPIPlanPtr
+prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for gdprcrm key query: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*plan = p;
+	}
+	return *plan;
+}
+
+/*
+ * key_from_row
+ *	  Fill out from a key row: version in column version_col (0: there is
+ *	  none, version 1), wrapped key in wrapped_col and the wrapping root
+ *	  key's fingerprint in the column after it.  A NULL wrapped key is a
+ *	  tombstone.
+ */
+static void
+key_from_row(HeapTuple row, TupleDesc desc, int version_col, int wrapped_col,
+			 StoredKey *out)
+{
+	bool		isnull;
+	Datum		d;
+
+	memset(out, 0, sizeof(*out));
+	out->version = version_col > 0 ?
+		DatumGetInt32(SPI_getbinval(row, desc, version_col, &isnull)) : 1;
+	d = SPI_getbinval(row, desc, wrapped_col, &isnull);
+	out->destroyed = isnull;
+	if (!isnull)
+	{
+		bytea	   *wrapped = DatumGetByteaPP(d);
+		char	   *with = SPI_getvalue(row, desc, wrapped_col + 1);
+
+		if (VARSIZE_ANY_EXHDR(wrapped) != KEYRING_WRAPPED_BYTES ||
+			with == NULL || strlen(with) != KEYRING_FINGERPRINT_CHARS)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("a stored gdprcrm key is malformed")));
+		memcpy(out->wrapped, VARDATA_ANY(wrapped), KEYRING_WRAPPED_BYTES);
+		memcpy(out->wrapped_with, with, KEYRING_FINGERPRINT_CHARS + 1);
+	}
+}
+
+static Datum
+wrapped_datum(const StoredKey *key)
+{
+	bytea	   *b = palloc(VARHDRSZ + KEYRING_WRAPPED_BYTES);
+
+	SET_VARSIZE(b, VARHDRSZ + KEYRING_WRAPPED_BYTES);
+	memcpy(VARDATA(b), key->wrapped, KEYRING_WRAPPED_BYTES);
+	return PointerGetDatum(b);
+}
+
+/*
+ * store_fetch_subject_key
+ *	  Read a subject's key row as of the latest committed state (and this
+ *	  transaction's own changes).  False when the subject has no row.
+ */
+bool
+store_fetch_subject_key(int64 subject, StoredKey *out)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subject)};
+	StoreSession session;
+	bool		found;
+
+	store_begin(&session);
+	prepare_once(&fetch_subject_plan,
+				 "SELECT key_version, wrapped_key, wrapped_with"
+				 " FROM " STORE_SCHEMA ".subject_keys"
+				 " WHERE subject OPERATOR(pg_catalog.=) $1",
+				 1, types);
+	if (SPI_execute_snapshot(fetch_subject_plan, values, NULL,
+							 GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.subject_keys");
+	found = SPI_processed > 0;
+	if (found)
+		key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, 2, out);
+	store_end(&session);
+	return found;
+}
+
+/*
+ * store_insert_subject_key
+ *	  Insert a subject's first key.  False when a concurrent transaction
+ *	  inserted one first (the caller then reads that one).
+ */
+bool
+store_insert_subject_key(int64 subject, const StoredKey *key)
+{
+	Oid			types[4] = {INT8OID, INT4OID, BYTEAOID, TEXTOID};
+	Datum		values[4];
+	StoreSession session;
+	bool		inserted;
+
+	values[0] = Int64GetDatum(subject);
+	values[1] = Int32GetDatum((int32) key->version);
+	values[2] = wrapped_datum(key);
+	values[3] = CStringGetTextDatum(key->wrapped_with);
+
+	store_begin(&session);
+	prepare_once(&insert_subject_plan,
+				 "INSERT INTO " STORE_SCHEMA ".subject_keys"
+				 " (subject, key_version, wrapped_key, wrapped_with)"
+				 " VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
+				 4, types);
+	if (SPI_execute_plan(insert_subject_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write gdprcrm.subject_keys");
+	inserted = SPI_processed > 0;
+	store_end(&session);
+	return inserted;
+}
+
+/*
+ * store_destroy_subject_key
+ *	  Replace a subject's wrapped key by a tombstone, or record a tombstone
+ *	  for a subject that never had a key, so that none is created later.
+ *	  One indexed row either way.  True when this call erased the subject,
+ *	  false when it already was.
+ */
+bool
+store_destroy_subject_key(int64 subject)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subject)};
+	StoreSession session;
+	bool		erased;
+
+	store_begin(&session);
+	prepare_once(&destroy_subject_plan,
+				 "UPDATE " STORE_SCHEMA ".subject_keys"
+				 " SET wrapped_key = NULL, wrapped_with = NULL,"
+				 " destroyed_at = pg_catalog.now()"
+				 " WHERE subject OPERATOR(pg_catalog.=) $1 AND destroyed_at IS NULL",
+				 1, types);
+	if (SPI_execute_plan(destroy_subject_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update gdprcrm.subject_keys");
+	erased = SPI_processed > 0;
+	if (!erased)
+	{
+		prepare_once(&tombstone_subject_plan,
+					 "INSERT INTO " STORE_SCHEMA ".subject_keys"
+					 " (subject, key_version, destroyed_at)"
+					 " VALUES ($1, 1, pg_catalog.now()) ON CONFLICT (subject) DO NOTHING",
+					 1, types);
+		if (SPI_execute_plan(tombstone_subject_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write gdprcrm.subject_keys");
+		erased = SPI_processed > 0;
+	}
+	store_end(&session);
+	return erased;
+}
+
+/*
+ * store_fetch_database_key
+ *	  Read the key of a purpose in this database (latest snapshot).
+ */
+bool
+store_fetch_database_key(const char *purpose, StoredKey *out)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(purpose)};
+	StoreSession session;
+	bool		found;
+
+	store_begin(&session);
+	prepare_once(&fetch_database_plan,
+				 "SELECT purpose, wrapped_key, wrapped_with"
+				 " FROM " STORE_SCHEMA ".database_keys"
+				 " WHERE purpose OPERATOR(pg_catalog.=) $1",
+				 1, types);
+	if (SPI_execute_snapshot(fetch_database_plan, values, NULL,
+							 GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.database_keys");
+	found = SPI_processed > 0;
+	if (found)
+		key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 0, 2, out);
+	store_end(&session);
+	return found;
+}
+
+/*
+ * store_insert_database_key
+ *	  Insert the key of a purpose; false if another transaction won.
+ */
+bool
+store_insert_database_key(const char *purpose, const StoredKey *key)
+{
+	Oid			types[3] = {TEXTOID, BYTEAOID, TEXTOID};
+	Datum		values[3];
+	StoreSession session;
+	bool		inserted;
+
+	values[0] = CStringGetTextDatum(purpose);
+	values[1] = wrapped_datum(key);
+	values[2] = CStringGetTextDatum(key->wrapped_with);
+
+	store_begin(&session);
+	prepare_once(&insert_database_plan,
+				 "INSERT INTO " STORE_SCHEMA ".database_keys"
+				 " (purpose, wrapped_key, wrapped_with)"
+				 " VALUES ($1, $2, $3) ON CONFLICT (purpose) DO NOTHING",
+				 3, types);
+	if (SPI_execute_plan(insert_database_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write gdprcrm.database_keys");
+	inserted = SPI_processed > 0;
+	store_end(&session);
+	return inserted;
+}
+
+/*
+ * store_rewrap_subject_keys
+ *	  Wrap again, under the current root key, up to limit subject keys that
+ *	  are wrapped under another one.  Rows locked by others are skipped and
+ *	  left for the next call.  Returns how many were rewrapped.
+ */
+int64
+store_rewrap_subject_keys(int limit, RewrapSubjectKey rewrap)
+{
+	Oid			types[2] = {TEXTOID, INT4OID};
+	Datum		values[2];
+	StoreSession session;
+	int64		done = 0;
+	SPITupleTable *rows;
+	uint64		nrows;
+
+	values[0] = CStringGetTextDatum(keyring_fingerprint());
+	values[1] = Int32GetDatum(limit);
+
+	store_begin(&session);
+	if (SPI_execute_with_args("SELECT subject, key_version, wrapped_key, wrapped_with"
+							  " FROM " STORE_SCHEMA ".subject_keys"
+							  " WHERE wrapped_key IS NOT NULL"
+							  " AND wrapped_with OPERATOR(pg_catalog.<>) $1"
+							  " ORDER BY subject LIMIT $2 FOR UPDATE SKIP LOCKED",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.subject_keys");
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		Oid			utypes[3] = {INT8OID, BYTEAOID, TEXTOID};
+		Datum		uvalues[3];
+		bool		isnull;
+		StoredKey	old;
+		StoredKey	fresh;
+		int64		subject;
+
+		subject = DatumGetInt64(SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull));
+		key_from_row(rows->vals[i], rows->tupdesc, 2, 3, &old);
+
+		fresh = old;
+		rewrap(subject, &old, fresh.wrapped);
+
+		uvalues[0] = Int64GetDatum(subject);
+		uvalues[1] = wrapped_datum(&fresh);
+		uvalues[2] = CStringGetTextDatum(keyring_fingerprint());
+		if (SPI_execute_with_args("UPDATE " STORE_SCHEMA ".subject_keys"
+								  " SET wrapped_key = $2, wrapped_with = $3"
+								  " WHERE subject OPERATOR(pg_catalog.=) $1",
+								  3, utypes, uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update gdprcrm.subject_keys");
+		done++;
+	}
+	store_end(&session);
+	return done;
+}
+
+/*
+ * store_rewrap_database_keys
+ *	  Wrap every database key again under the current root key.  There are
+ *	  a handful, so all are done at once.  Returns how many were rewrapped.
+ */
+int64
+store_rewrap_database_keys(RewrapDatabaseKey rewrap)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	StoreSession session;
+	int64		done = 0;
+	SPITupleTable *rows;
+	uint64		nrows;
+
+	values[0] = CStringGetTextDatum(keyring_fingerprint());
+	store_begin(&session);
+	if (SPI_execute_with_args("SELECT purpose, wrapped_key, wrapped_with"
+							  " FROM " STORE_SCHEMA ".database_keys"
+							  " WHERE wrapped_with OPERATOR(pg_catalog.<>) $1"
+							  " FOR UPDATE",
+							  1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.database_keys");
+	rows = SPI_tuptable;
+	nrows = SPI_processed;
+
+	for (uint64 i = 0; i < nrows; i++)
+	{
+		Oid			utypes[3] = {TEXTOID, BYTEAOID, TEXTOID};
+		Datum		uvalues[3];
+		char	   *purpose = SPI_getvalue(rows->vals[i], rows->tupdesc, 1);
+		StoredKey	old;
+		StoredKey	fresh;
+
+		key_from_row(rows->vals[i], rows->tupdesc, 0, 2, &old);
+
+		fresh = old;
+		rewrap(purpose, &old, fresh.wrapped);
+
+		uvalues[0] = CStringGetTextDatum(purpose);
+		uvalues[1] = wrapped_datum(&fresh);
+		uvalues[2] = CStringGetTextDatum(keyring_fingerprint());
+		if (SPI_execute_with_args("UPDATE " STORE_SCHEMA ".database_keys"
+								  " SET wrapped_key = $2, wrapped_with = $3"
+								  " WHERE purpose OPERATOR(pg_catalog.=) $1",
+								  3, utypes, uvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update gdprcrm.database_keys");
+		done++;
+	}
+	store_end(&session);
+	return done;
+}
