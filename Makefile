@@ -24,10 +24,10 @@ SHLIB_LINK  = -lsodium
 
 TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 
-REGRESS      = setup keyring random_bytes
+REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index
 REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
-ISOLATION      = nonces
+ISOLATION      = nonces shred_visibility key_creation
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_isolation $(TEST_CONF)
 
 TAP_TESTS    = 1

@@ -177,10 +177,21 @@ envelope_to_text(const uint8_t *bin, size_t bin_len, char *text,
 					  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
+static bool
+is_base64url_char(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		(c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
 /*
  * envelope_from_text
  *	  Decode the text form into bin (bin_size bytes); false when the text
  *	  lacks the prefix, is not valid base64 or does not fit.
+ *
+ *	  Every character is checked against the alphabet first: libsodium
+ *	  1.0.18's decoder reads bytes above 0x7f as '_', which would let many
+ *	  texts stand for one envelope.
  */
 bool
 envelope_from_text(const char *text, size_t len, uint8_t *bin,
@@ -190,6 +201,9 @@ envelope_from_text(const char *text, size_t len, uint8_t *bin,
 
 	if (!envelope_text_is_prefixed(text, len))
 		return false;
+	for (size_t i = ENVELOPE_TEXT_PREFIX_LEN; i < len; i++)
+		if (!is_base64url_char(text[i]))
+			return false;
 	if (sodium_base642bin(bin, bin_size, text + ENVELOPE_TEXT_PREFIX_LEN,
 						  len - ENVELOPE_TEXT_PREFIX_LEN, NULL, bin_len, &end,
 						  sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)

@@ -20,7 +20,8 @@
  * key.  Erasures are rare; a full flush keeps this exact and simple.
  *
  * Aborts: a key created in a transaction that rolls back does not exist,
- * so a (sub)transaction abort after creating keys flushes the cache too.
+ * and a tombstone it wrote is gone, so a (sub)transaction abort after
+ * creating or destroying keys flushes the cache too.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -311,8 +312,12 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			/* Keys created here may never exist: forget them. */
-			if (created_in_xact)
+
+			/*
+			 * Keys created here may never exist, and tombstones seen here
+			 * may be rolled back: forget both.
+			 */
+			if (created_in_xact || destroyed_in_xact)
 				flush_cache();
 			created_in_xact = destroyed_in_xact = false;
 			break;
@@ -327,7 +332,7 @@ subxact_callback(SubXactEvent event,
 				 SubTransactionId parentSubid pg_attribute_unused(),
 				 void *arg pg_attribute_unused())
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB && created_in_xact)
+	if (event == SUBXACT_EVENT_ABORT_SUB && (created_in_xact || destroyed_in_xact))
 		flush_cache();
 }
 

@@ -8,6 +8,7 @@ packages=(
     postgresql-15 postgresql-server-dev-15
     libsodium-dev
     libipc-run-perl
+    clang-14 libclang-rt-14-dev
 )
 
 missing=()

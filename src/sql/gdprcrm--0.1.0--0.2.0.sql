@@ -35,6 +35,44 @@ COMMENT ON TABLE @extschema@.database_keys IS
     'Random keys of this database for blind indexes, wrapped under the root key so that they survive its rotation';
 
 /*
+ * Keys and tombstones are permanent.  Backends cache both, so a deleted or
+ * resurrected row would let one backend encrypt under a key that no longer
+ * exists (data lost) or read a subject that was erased.  Only the two
+ * changes gdprcrm itself makes are allowed: a live key destroyed, and a
+ * live key rewrapped under a new root key.
+ */
+CREATE FUNCTION @extschema@.protect_key_rows() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Nested IFs: PL/pgSQL does not short-circuit field references.
+    IF TG_OP = 'UPDATE' THEN
+        IF TG_TABLE_NAME = 'subject_keys' THEN
+            IF OLD.destroyed_at IS NULL AND NEW.subject = OLD.subject
+               AND NEW.key_version = OLD.key_version AND NEW.created_at = OLD.created_at THEN
+                RETURN NEW;
+            END IF;
+        ELSIF NEW.purpose = OLD.purpose AND NEW.created_at = OLD.created_at THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'rows of %.% cannot be deleted or changed this way', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Keys are destroyed with gdprcrm.shred_subject_key() and rewrapped with gdprcrm.rewrap_keys(); tombstones are permanent.';
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.protect_key_rows() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.protect_key_rows() IS
+    'Trigger keeping key rows and tombstones permanent';
+
+CREATE TRIGGER protect_key_rows BEFORE UPDATE OR DELETE ON @extschema@.subject_keys
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_key_rows();
+CREATE TRIGGER protect_key_rows_truncate BEFORE TRUNCATE ON @extschema@.subject_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_key_rows();
+CREATE TRIGGER protect_key_rows BEFORE UPDATE OR DELETE ON @extschema@.database_keys
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_key_rows();
+CREATE TRIGGER protect_key_rows_truncate BEFORE TRUNCATE ON @extschema@.database_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_key_rows();
+
+/*
  * The encrypted types.  Input and output move the envelope, never
  * plaintext, so they need no key and are open to everyone.
  */
