@@ -25,8 +25,8 @@ SELECT gdprcrm.decrypt(body, 'crm.messages.body') FROM messages WHERE id = 1;
 RESET gdprcrm.strict_erasure;
 
 -- An erased subject gets no new key and no new values.
-SELECT gdprcrm.encrypt(201, 'CANARY-again', 'crm.messages.body');
-SELECT gdprcrm.encrypt(299, 'CANARY-new', 'crm.messages.body');
+SELECT gdprcrm.encrypt(201, 'again', 'crm.messages.body');
+SELECT gdprcrm.encrypt(299, 'new', 'crm.messages.body');
 
 -- The tombstone keeps no key material.
 SELECT subject, key_version, wrapped_key IS NULL AS no_key, wrapped_with IS NULL AS no_root,
