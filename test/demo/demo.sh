@@ -88,7 +88,63 @@ SELECT count(DISTINCT gdprcrm.random_bytes(24)) AS distinct_of_100000
 FROM generate_series(1, 100000);
 SQL
 
-say "9. A key command that prints anything but a key stops the server"
+say "9. Encrypted columns: one data key per person"
+sql <<'SQL'
+CREATE TABLE people (
+    id bigint PRIMARY KEY,
+    email gdprcrm.encrypted_text,
+    email_bidx bytea,
+    traits gdprcrm.encrypted_jsonb
+);
+CREATE INDEX ON people (email_bidx);
+INSERT INTO people
+SELECT id,
+       gdprcrm.encrypt(id, email, 'crm.people.email'),
+       gdprcrm.blind_index(gdprcrm.normalize_email(email), 'email'),
+       gdprcrm.encrypt(id, traits, 'crm.people.traits')
+FROM (VALUES (1, 'Ada.Lovelace@Example.org', '{"plan": "pro"}'::jsonb),
+             (2, 'alan@example.com',         '{"plan": "free"}'),
+             (3, 'grace@example.net',        '{"plan": "team"}')) AS v(id, email, traits);
+-- What the table holds: envelopes, not emails.
+SELECT id, left(email::text, 40) || '...' AS stored_email FROM people ORDER BY id;
+-- What an authorised query reads.
+SELECT id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email,
+       gdprcrm.decrypt(traits, 'crm.people.traits', id) AS traits
+FROM people ORDER BY id;
+SQL
+
+say "10. Lookup by email through the blind index (an index scan, no decryption)"
+sql <<'SQL'
+EXPLAIN (COSTS OFF) SELECT id FROM people
+WHERE email_bidx = gdprcrm.blind_index(gdprcrm.normalize_email(' ada.lovelace@EXAMPLE.org '), 'email');
+SELECT id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email FROM people
+WHERE email_bidx = gdprcrm.blind_index(gdprcrm.normalize_email(' ada.lovelace@EXAMPLE.org '), 'email');
+SQL
+
+say "11. Ciphertext is bound to its person and column"
+sql <<'SQL'
+\set ON_ERROR_STOP off
+-- Alan's email copied into Grace's row:
+SELECT gdprcrm.decrypt(p2.email, 'crm.people.email', 3) FROM people p2 WHERE id = 2;
+-- Decrypted as if it were another column:
+SELECT gdprcrm.decrypt(email, 'crm.people.name', id) FROM people WHERE id = 2;
+-- Plaintext cannot be stored in an encrypted column:
+INSERT INTO people (id, email) VALUES (4, 'someone@example.com');
+\set ON_ERROR_STOP on
+SQL
+
+say "12. Erasure by destroying one key (crypto-shredding)"
+sql <<'SQL'
+SELECT gdprcrm.shred_subject_key(2) AS alan_erased;
+SELECT id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email,
+       gdprcrm.is_erased(email) AS erased
+FROM people ORDER BY id;
+-- The key table keeps a tombstone, never a key:
+SELECT subject, wrapped_key IS NULL AS key_gone, destroyed_at IS NOT NULL AS tombstone
+FROM gdprcrm.subject_keys ORDER BY subject;
+SQL
+
+say "13. A key command that prints anything but a key stops the server"
 pg_ctl stop
 echo "gdprcrm.key_command = 'echo not-a-key-but-a-secret'" >> "$data/postgresql.conf"
 if pg_ctl start 2>/dev/null; then
