@@ -68,6 +68,23 @@ int			gdprcrm_key_cache_size = 131072;
  */
 bool		gdprcrm_strict_erasure = false;
 
+/*
+ * gdprcrm.special_category_keys (superuser, default: the GDPR Art. 9 and 10
+ * categories in common spellings).
+ *
+ * Object keys in CRM properties that name one of these terms, word by
+ * word, are refused.  Only superusers may change it, so an application
+ * cannot switch the guard off for its own session.
+ */
+#define DEFAULT_SPECIAL_CATEGORY_KEYS \
+	"health,medical,diagnosis,medication,prescription,disability,illness,pregnancy," \
+	"racial_origin,race,ethnicity,ethnic_origin,religion,religious_belief,faith," \
+	"philosophical_belief,political_opinion,political_party,politics," \
+	"trade_union,union_membership,genetic,dna,biometric,face_template," \
+	"sex_life,sexual_orientation,sexuality,criminal_record,criminal_offence,conviction"
+
+char	   *gdprcrm_special_category_keys = NULL;
+
 static void define_postmaster_settings(void);
 static bool check_cipher(int *newval, void **extra, GucSource source);
 
@@ -114,6 +131,15 @@ guc_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("gdprcrm.special_category_keys",
+							   "Comma-separated terms whose appearance as a key in CRM properties is refused.",
+							   "Matched word by word: \"health\" refuses healthStatus and health_notes, not healthy.",
+							   &gdprcrm_special_category_keys,
+							   DEFAULT_SPECIAL_CATEGORY_KEYS,
+							   PGC_SUSET,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
 
 	compat_reserve_guc_prefix("gdprcrm");
 }

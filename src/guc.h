@@ -23,6 +23,9 @@ extern int	gdprcrm_key_cache_size;
 /* Raise, rather than return NULL, for values of erased subjects. */
 extern bool gdprcrm_strict_erasure;
 
+/* Comma-separated terms naming special categories of personal data. */
+extern char *gdprcrm_special_category_keys;
+
 extern void guc_init(void);
 
 #endif							/* GDPRCRM_GUC_H */
