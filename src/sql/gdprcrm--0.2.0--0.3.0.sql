@@ -143,10 +143,13 @@ CREATE INDEX person_companies_company ON @extschema@.person_companies (project_i
 COMMENT ON TABLE @extschema@.person_companies IS 'Which person works for which company';
 
 /*
- * Events: page views and custom events, partitioned by month.  The primary
- * key leads with the person, so it serves per-person history; the second
- * index serves time ranges per project.  Partitions are made ahead with
- * create_event_partitions(); rows outside them land in events_default.
+ * Events: page views and custom events, partitioned by month.  Partitions
+ * are made ahead with create_event_partitions(); rows outside them land in
+ * events_default.  Each partition has its own primary key, leading with
+ * the person so that it serves per-person history, and an index for time
+ * ranges per project.  The parent has no index on purpose: the parent is
+ * part of the extension and the partitions are not, and pg_dump restores
+ * such partitions correctly only when no index is inherited.
  */
 CREATE SEQUENCE @extschema@.events_id_seq;
 CREATE TABLE @extschema@.events (
@@ -162,11 +165,11 @@ CREATE TABLE @extschema@.events (
     title text,
     properties jsonb NOT NULL DEFAULT '{}'
         CHECK (@extschema@.check_unrestricted(properties, 'event property')),
-    PRIMARY KEY (person_id, occurred_at, id),
     FOREIGN KEY (project_id, person_id) REFERENCES @extschema@.people (project_id, id)
 ) PARTITION BY RANGE (occurred_at);
-CREATE INDEX events_project_time ON @extschema@.events (project_id, occurred_at);
 CREATE TABLE @extschema@.events_default PARTITION OF @extschema@.events DEFAULT;
+ALTER TABLE @extschema@.events_default ADD PRIMARY KEY (person_id, occurred_at, id);
+CREATE INDEX events_default_project_time ON @extschema@.events_default (project_id, occurred_at);
 COMMENT ON TABLE @extschema@.events IS 'Page views and custom events, partitioned by month';
 COMMENT ON TABLE @extschema@.events_default IS 'Events outside every monthly partition';
 
@@ -368,6 +371,10 @@ BEGIN
             EXECUTE pg_catalog.format(
                 'CREATE TABLE @extschema@.%I PARTITION OF @extschema@.events FOR VALUES FROM (%L) TO (%L)',
                 v_name, v_month, (v_month + interval '1 month')::date);
+            EXECUTE pg_catalog.format(
+                'ALTER TABLE @extschema@.%I ADD PRIMARY KEY (person_id, occurred_at, id)', v_name);
+            EXECUTE pg_catalog.format(
+                'CREATE INDEX %I ON @extschema@.%I (project_id, occurred_at)', v_name || '_project_time', v_name);
             v_created := v_created + 1;
         END IF;
         v_month := (v_month + interval '1 month')::date;

@@ -220,6 +220,16 @@ done
     timed keys load 1 "$SUBJECTS" \
         "SELECT count(gdprcrm.encrypt(s, 'x', 'warm')) FROM generate_series(1, $SUBJECTS) s"
 
+    # Untimed: the first inserts into a new instance also create WAL
+    # segments (later ones reuse them) and fault in shared buffers.
+    echo "\\warn '== warm-up (untimed): one insert of each kind but pgp'"
+    for v in plain xchacha aes cbc; do
+        echo "$(ddl "$v");"
+        cipher=$(cipher_of "$v")
+        if [ -n "$cipher" ]; then echo "SET gdprcrm.cipher = '$cipher';"; fi
+        echo "$(insert_sql "$v" "bench_$v");"
+    done
+
     for run in $(seq 1 "$REPS"); do
         for v in "${VARIANTS[@]}"; do
             echo "\\warn '== insert $v, run $run of $REPS'"
@@ -288,6 +298,7 @@ echo
 echo "== results: $ROWS rows, median of $REPS runs, each after a CHECKPOINT"
 echo "   subject keys ($SUBJECTS) existed and were cached before the timed statements;"
 echo "   pgp rows are timed on $PGP_ROWS rows and their seconds scaled x$((ROWS / PGP_ROWS)) to compare with $ROWS"
+echo "   runs (s): what each run measured (pgp: on $PGP_ROWS rows, unscaled)"
 echo
 awk -v rows="$ROWS" -v subjects="$SUBJECTS" '
 function sortv(list, a,    n, i, j, t) {
@@ -304,7 +315,7 @@ function median(key) { return med(vals[key]) }
 function runs(key,    n, i, a, s) {
     n = split(vals[key], a, " ")
     s = ""
-    for (i = 1; i <= n; i++) s = s (i > 1 ? " / " : "") sprintf("%.2f", a[i])
+    for (i = 1; i <= n; i++) s = s (i > 1 ? " / " : "") sprintf("%.3f", a[i])
     return s
 }
 function commas(x,    s, r) {
@@ -314,7 +325,7 @@ function commas(x,    s, r) {
 }
 function mb(b) { return sprintf("%.1f", b / 1048576) }
 function row(name, secs, rate, ratio, note) {
-    printf "| %-56s | %7.2f | %10s | %8s | %-24s |\n", name, secs, commas(rate), sprintf("%.2fx", ratio), note
+    printf "| %-56s | %7.3f | %10s | %8s | %-24s |\n", name, secs, commas(rate), sprintf("%.2fx", ratio), note
 }
 $1 == "RESULT" {
     key = $2 " " $3
