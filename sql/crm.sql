@@ -1,6 +1,9 @@
 -- The CRM data model: identify, track, merge, lookups, restricted data,
 -- team isolation and stale review.
 
+-- PL/pgSQL line numbers are not part of the contract.
+\set SHOW_CONTEXT never
+
 -- Subject ids below 100000 were used by earlier tests.
 SELECT setval('gdprcrm.people_id_seq', 100000) IS NOT NULL AS fresh_ids;
 SELECT gdprcrm.create_event_partitions('2026-01-01', '2027-01-01') AS partitions;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Encrypted columns against plain text and pgcrypto, in one run.
 #
-#   bash test/bench/encryption.sh                # 1,000,000 rows, ~10 minutes
+#   bash test/bench/encryption.sh                # 1,000,000 rows, ~3 minutes on 2 cores
 #   ROWS=100000 bash test/bench/encryption.sh    # quick run
 #
 # Starts a private PostgreSQL 15 instance (a temporary directory, a Unix
@@ -21,7 +21,7 @@
 #
 # Every subject's key is created before anything is timed (in a CRM a
 # person's key exists before their columns are written); creating them is
-# timed separately.  The timed inserts and warm scans run in one session
+# timed separately.  The timed inserts and warm scans run in one connection
 # whose key cache holds every subject's key; one insert and one scan per
 # cipher are then timed in fresh connections (cold key cache).  Each timed
 # statement gets a fresh table (inserts) and a CHECKPOINT first; each
@@ -110,7 +110,10 @@ autovacuum = off
 max_parallel_workers_per_gather = 0
 jit = off
 CONF
-as_run_user "$bindir/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null
+if ! as_run_user "$bindir/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null; then
+    cat "$work/server.log" >&2
+    exit 1
+fi
 as_run_user "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$work" -p "$port" -d postgres \
     -c "CREATE DATABASE bench"
 psql_run -c "CREATE EXTENSION gdprcrm" -c "CREATE EXTENSION pgcrypto"
@@ -214,9 +217,9 @@ for run in $(seq 1 "$REPS"); do
     psql_run -f "$work/keys.sql" >> "$results"
 done
 
-# ---------------------------------------------------------------- main session
+# ---------------------------------------------------------------- main connection
 {
-    echo "\\warn '== loading the $SUBJECTS existing subject keys into this session''s key cache'"
+    echo "\\warn '== loading the $SUBJECTS existing subject keys into this backend''s key cache'"
     timed keys load 1 "$SUBJECTS" \
         "SELECT count(gdprcrm.encrypt(s, 'x', 'warm')) FROM generate_series(1, $SUBJECTS) s"
 
@@ -249,7 +252,7 @@ done
         echo "\\echo RESULT size $v 1 $(rows_of "$v") :heap :idx"
     done
     # Every row decrypts to what was written (this also warms the buffers
-    # and has this session decrypt before its timed scans); pgp is checked
+    # and has this backend decrypt before its timed scans); pgp is checked
     # on a sample.
     for v in plain xchacha aes cbc; do
         check "count(*) = 0" "format('bench_$v: %s rows do not decrypt to what was written', count(*))" \
