@@ -17,7 +17,7 @@ if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say()  { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 note() { printf '   %s\n' "$*"; }
 sql()  { as_run_user "$bindir/psql" -X -q -h "$demo" -p "$port" -d "${DB:-demo}" \
-             -v ON_ERROR_STOP=1 --echo-queries -P pager=off "$@"; }
+             -v ON_ERROR_STOP=1 -v SHOW_CONTEXT=never --echo-queries -P pager=off "$@"; }
 pg_ctl() { as_run_user "$bindir/pg_ctl" -D "$data" -l "$demo/server.log" -w "$@" >/dev/null; }
 
 cleanup() {
@@ -90,6 +90,8 @@ SQL
 
 say "9. Encrypted columns: one data key per person"
 sql <<'SQL'
+-- Subject ids are shared by every encrypted column of a database; the CRM
+-- below numbers its people from 1, so this small table uses 900001 and up.
 CREATE TABLE people (
     id bigint PRIMARY KEY,
     email gdprcrm.encrypted_text,
@@ -102,9 +104,9 @@ SELECT id,
        gdprcrm.encrypt(id, email, 'crm.people.email'),
        gdprcrm.blind_index(gdprcrm.normalize_email(email), 'email'),
        gdprcrm.encrypt(id, traits, 'crm.people.traits')
-FROM (VALUES (1, 'Ada.Lovelace@Example.org', '{"plan": "pro"}'::jsonb),
-             (2, 'alan@example.com',         '{"plan": "free"}'),
-             (3, 'grace@example.net',        '{"plan": "team"}')) AS v(id, email, traits);
+FROM (VALUES (900001, 'Ada.Lovelace@Example.org', '{"plan": "pro"}'::jsonb),
+             (900002, 'alan@example.com',         '{"plan": "free"}'),
+             (900003, 'grace@example.net',        '{"plan": "team"}')) AS v(id, email, traits);
 -- What the table holds: envelopes, not emails.
 SELECT id, left(email::text, 40) || '...' AS stored_email FROM people ORDER BY id;
 -- What an authorised query reads.
@@ -125,26 +127,122 @@ say "11. Ciphertext is bound to its person and column"
 sql <<'SQL'
 \set ON_ERROR_STOP off
 -- Alan's email copied into Grace's row:
-SELECT gdprcrm.decrypt(p2.email, 'crm.people.email', 3) FROM people p2 WHERE id = 2;
+SELECT gdprcrm.decrypt(p2.email, 'crm.people.email', 900003) FROM people p2 WHERE id = 900002;
 -- Decrypted as if it were another column:
-SELECT gdprcrm.decrypt(email, 'crm.people.name', id) FROM people WHERE id = 2;
+SELECT gdprcrm.decrypt(email, 'crm.people.name', id) FROM people WHERE id = 900002;
 -- Plaintext cannot be stored in an encrypted column:
-INSERT INTO people (id, email) VALUES (4, 'someone@example.com');
+INSERT INTO people (id, email) VALUES (900004, 'someone@example.com');
 \set ON_ERROR_STOP on
 SQL
 
 say "12. Erasure by destroying one key (crypto-shredding)"
 sql <<'SQL'
-SELECT gdprcrm.shred_subject_key(2) AS alan_erased;
+SELECT gdprcrm.shred_subject_key(900002) AS alan_erased;
 SELECT id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email,
        gdprcrm.is_erased(email) AS erased
 FROM people ORDER BY id;
 -- The key table keeps a tombstone, never a key:
 SELECT subject, wrapped_key IS NULL AS key_gone, destroyed_at IS NOT NULL AS tombstone
-FROM gdprcrm.subject_keys ORDER BY subject;
+FROM gdprcrm.subject_keys WHERE subject > 900000 ORDER BY subject;
 SQL
 
-say "13. A key command that prints anything but a key stops the server"
+say "13. A sample CRM: a project, its team, 5,000 people and 1,000,000 events"
+sql <<'SQL'
+SELECT gdprcrm.create_event_partitions((date_trunc('month', now()) - interval '12 months')::date,
+                                       (date_trunc('month', now()) + interval '2 months')::date) AS monthly_partitions;
+CREATE ROLE demo_crm LOGIN IN ROLE gdprcrm_app;
+CREATE ROLE demo_rival LOGIN IN ROLE gdprcrm_app;
+SELECT gdprcrm.create_project('Acme Analytics', ARRAY['demo_crm']::name[]) AS acme,
+       gdprcrm.create_project('Rival Inc', ARRAY['demo_rival']::name[]) AS rival;
+SET ROLE demo_crm;
+\timing on
+-- Every person through identify(): external id, email (encrypted, with its blind index), traits.
+SELECT count(gdprcrm.identify(1, 'user-' || i, 'user' || i || '@example.com',
+                              jsonb_build_object('plan', (ARRAY['free', 'pro', 'team'])[1 + i % 3])))
+       AS people_identified
+FROM generate_series(1, 5000) AS i;
+-- A year of history, loaded in bulk (the same checks apply to every row).
+INSERT INTO gdprcrm.events (project_id, person_id, occurred_at, kind, name, url, path, properties)
+SELECT 1, p.id,
+       -- one person in ten has been inactive for over 200 days
+       now() - CASE WHEN p.id % 10 = 0 THEN 200 + random() * 165 ELSE random() * 150 END * interval '1 day',
+       CASE WHEN g % 3 = 0 THEN 'custom' ELSE 'page_view' END,
+       CASE WHEN g % 3 = 0 THEN 'feature_used' ELSE 'page_view' END,
+       CASE WHEN g % 3 <> 0 THEN 'https://acme.test/docs/' || g % 50 END,
+       CASE WHEN g % 3 <> 0 THEN '/docs/' || g % 50 END,
+       CASE WHEN g % 3 = 0 THEN jsonb_build_object('feature', 'export') ELSE '{}' END
+FROM generate_series(1, 1000000) AS g
+JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM gdprcrm.people) AS p ON p.n = g % 5000;
+-- As if each person had been created at their first visit.
+UPDATE gdprcrm.people p SET first_seen_at = e.first, last_seen_at = e.last,
+                            created_at = e.first, updated_at = e.first
+FROM (SELECT person_id, min(occurred_at) AS first, max(occurred_at) AS last FROM gdprcrm.events GROUP BY person_id) e
+WHERE e.person_id = p.id;
+\timing off
+RESET ROLE;
+ANALYZE gdprcrm.people;
+ANALYZE gdprcrm.events;
+SET ROLE demo_crm;
+SELECT count(*) AS events, count(DISTINCT person_id) AS people_with_events FROM gdprcrm.events;
+SQL
+
+say "14. identify() is idempotent, and merges an anonymous visitor into the person"
+sql <<'SQL'
+SET ROLE demo_crm;
+SELECT gdprcrm.identify(1, 'user-42') AS by_external_id,
+       gdprcrm.identify(1, NULL, ' USER42@example.com ') AS by_email,
+       gdprcrm.identify(1, 'user-42', 'user42@example.com') AS by_both;
+-- A visitor browses anonymously...
+SELECT gdprcrm.identify(1, 'anon-cookie-9f3') AS visitor \gset
+SELECT gdprcrm.track_page_view(1, :visitor, 'https://acme.test/pricing?utm=ad', 'Pricing');
+SELECT gdprcrm.track(1, :visitor, 'trial_started', '{"plan": "team"}');
+-- ...then signs in as user 42: the visitor's history moves to user 42.
+SELECT gdprcrm.identify(1, 'anon-cookie-9f3', 'user42@example.com') AS identified_as;
+SELECT name, path, occurred_at > now() - interval '1 minute' AS just_now
+FROM gdprcrm.events WHERE person_id = gdprcrm.identify(1, 'user-42') AND occurred_at > now() - interval '1 minute';
+SELECT id, status, merged_into FROM gdprcrm.people WHERE external_id = 'anon-cookie-9f3';
+SQL
+
+say "15. Lookup by email: an index scan on the blind index, then one decryption"
+sql <<'SQL'
+SET ROLE demo_crm;
+EXPLAIN (COSTS OFF) SELECT id FROM gdprcrm.people
+WHERE project_id = 1 AND email_bidx = gdprcrm.blind_index(gdprcrm.normalize_email('User4711@Example.com'), 'email');
+SELECT id, external_id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email, traits
+FROM gdprcrm.people
+WHERE project_id = 1 AND email_bidx = gdprcrm.blind_index(gdprcrm.normalize_email('User4711@Example.com'), 'email');
+-- One person's history comes from the person-leading primary key of each month:
+EXPLAIN (COSTS OFF) SELECT count(*) FROM gdprcrm.events
+WHERE person_id = 4711 AND occurred_at > now() - interval '30 days';
+SQL
+
+say "16. Restricted data is refused on every write, naming where it is, never what it is"
+sql <<'SQL'
+SET ROLE demo_crm;
+\set ON_ERROR_STOP off
+SELECT gdprcrm.track(1, 42, 'checkout', '{"order": {"payment": {"card": "4111 1111 1111 1111"}}}');
+SELECT gdprcrm.identify(1, 'user-42', NULL, '{"diagnosis": "..."}');
+\set ON_ERROR_STOP on
+SQL
+
+say "17. Teams: a role of another project sees none of these rows"
+sql <<'SQL'
+SET ROLE demo_rival;
+SELECT (SELECT count(*) FROM gdprcrm.people) AS people, (SELECT count(*) FROM gdprcrm.events) AS events,
+       (SELECT count(*) FROM gdprcrm.projects) AS projects;
+SET ROLE demo_crm;
+SELECT (SELECT count(*) FROM gdprcrm.people) AS people, (SELECT count(*) FROM gdprcrm.events) AS events,
+       (SELECT count(*) FROM gdprcrm.projects) AS projects;
+SQL
+
+say "18. Retention review: people neither updated nor seen for six months"
+sql <<'SQL'
+SET ROLE demo_crm;
+SELECT count(*) AS stale_people FROM gdprcrm.stale_people(1, interval '6 months');
+SELECT person_id, external_id, last_seen_at::date FROM gdprcrm.stale_people(1, interval '6 months') LIMIT 5;
+SQL
+
+say "19. A key command that prints anything but a key stops the server"
 pg_ctl stop
 echo "gdprcrm.key_command = 'echo not-a-key-but-a-secret'" >> "$data/postgresql.conf"
 if pg_ctl start 2>/dev/null; then
