@@ -8,10 +8,10 @@
  * a tombstone: every value of that subject, wherever a copy of it lives,
  * can no longer be decrypted.
  *
- * Unwrapping costs a table lookup, so each backend caches unwrapped keys
- * in a hash table bounded by gdprcrm.key_cache_size, least recently used
- * evicted first; an evicted or flushed key is zeroed.  Tombstones are
- * cached too: destruction is final.
+ * Unwrapping costs a table lookup, so each backend caches unwrapped keys,
+ * at most gdprcrm.key_cache_size of them (CLOCK eviction, see below); an
+ * evicted or flushed key is zeroed.  Tombstones are cached too:
+ * destruction is final.
  *
  * Invalidation: a transaction that destroyed keys advances the shared key
  * destruction epoch when it commits (shmem.c).  Every lookup first reads
@@ -30,8 +30,6 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
-#include "lib/ilist.h"
-#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "csprng.h"
@@ -42,20 +40,72 @@
 #include "store.h"
 #include "subject_keys.h"
 
+/*
+ * The cache is an open-addressing hash table (simplehash) of small entries
+ * and, apart from it, a slab of fixed key slots.  Keys never move: the
+ * table may shift entries on delete and copy them when it grows, but the
+ * entries hold only a slot number, so no copy of a key is ever left
+ * behind, and evicting a key zeroes its one slot.  Eviction is CLOCK over
+ * the table: a hit only sets a bit in the entry it already read, where an
+ * LRU list would write to two more, randomly placed, entries per hit.
+ */
 typedef struct CachedKey
 {
-	int64		subject;		/* hash key; must be first */
+	int64		subject;		/* hash key */
+	uint32		slot;			/* index into the key slab */
 	uint32		version;
-	bool		destroyed;
-	unsigned char key[KEYRING_KEY_BYTES];
-	dlist_node	lru;			/* most recently used at the head */
+	char		status;			/* simplehash's */
+	bool		destroyed;		/* a tombstone; slot unused */
+	bool		referenced;		/* CLOCK: used since the hand last passed */
 } CachedKey;
 
-static HTAB *cache = NULL;
-static dlist_head lru_list = DLIST_STATIC_INIT(lru_list);
-static long cached_count = 0;
-static CachedKey *last_used = NULL;
+static inline uint32
+hash_subject(int64 subject)
+{
+	uint64		h = (uint64) subject;
+
+	/* splitmix64 finaliser: spreads sequential ids over the table */
+	h ^= h >> 30;
+	h *= UINT64CONST(0xbf58476d1ce4e5b9);
+	h ^= h >> 27;
+	h *= UINT64CONST(0x94d049bb133111eb);
+	h ^= h >> 31;
+	return (uint32) h;
+}
+
+#define SH_PREFIX keycache
+#define SH_ELEMENT_TYPE CachedKey
+#define SH_KEY_TYPE int64
+#define SH_KEY subject
+#define SH_HASH_KEY(tb, key) hash_subject(key)
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+/* Key slots come in chunks that are never moved or freed while cached. */
+#define SLAB_CHUNK_KEYS 4096
+#define SLAB_MAX_CHUNKS ((16 * 1024 * 1024 + SLAB_CHUNK_KEYS - 1) / SLAB_CHUNK_KEYS)
+
+static MemoryContext cache_context = NULL;
+static keycache_hash *cache = NULL;
+static unsigned char (*slab_chunks[SLAB_MAX_CHUNKS])[KEYRING_KEY_BYTES];
+static uint32 slab_slots = 0;	/* slots allocated in slab_chunks */
+static uint32 *free_slots = NULL;	/* stack of unused slot numbers */
+static uint32 free_count = 0;
+static uint32 clock_hand = 0;
 static uint64 seen_epoch = 0;
+
+/* The last entry used, copied: table entries move on insert and delete. */
+static struct
+{
+	bool		valid;
+	int64		subject;
+	uint32		version;
+	bool		destroyed;
+	uint32		slot;
+}			last_used;
 
 /* What the current transaction did, for the transaction callbacks. */
 static bool created_in_xact = false;
@@ -78,32 +128,105 @@ subject_key_ad(int64 subject, uint32 version, unsigned char *ad)
 		ad[n + 8 + i] = (unsigned char) (version >> (24 - 8 * i));
 }
 
+static inline unsigned char *
+slot_key(uint32 slot)
+{
+	return slab_chunks[slot / SLAB_CHUNK_KEYS][slot % SLAB_CHUNK_KEYS];
+}
+
+/*
+ * take_slot
+ *	  A free key slot, growing the slab by a chunk when none is free.
+ */
+static uint32
+take_slot(void)
+{
+	if (free_count == 0)
+	{
+		uint32		chunk = slab_slots / SLAB_CHUNK_KEYS;
+
+		if (chunk >= SLAB_MAX_CHUNKS)
+			elog(ERROR, "gdprcrm subject key cache is full");
+		slab_chunks[chunk] = MemoryContextAllocZero(cache_context,
+													SLAB_CHUNK_KEYS * KEYRING_KEY_BYTES);
+		free_slots = free_slots == NULL ?
+			MemoryContextAlloc(cache_context, (slab_slots + SLAB_CHUNK_KEYS) * sizeof(uint32)) :
+			repalloc(free_slots, (slab_slots + SLAB_CHUNK_KEYS) * sizeof(uint32));
+		for (uint32 i = 0; i < SLAB_CHUNK_KEYS; i++)
+			free_slots[free_count++] = slab_slots + SLAB_CHUNK_KEYS - 1 - i;
+		slab_slots += SLAB_CHUNK_KEYS;
+	}
+	return free_slots[--free_count];
+}
+
 static void
 remove_entry(CachedKey *entry)
 {
-	int64		subject = entry->subject;
-
-	sodium_memzero(entry->key, sizeof(entry->key));
-	dlist_delete(&entry->lru);
-	if (entry == last_used)
-		last_used = NULL;
-	hash_search(cache, &subject, HASH_REMOVE, NULL);
-	cached_count--;
+	if (!entry->destroyed)
+	{
+		sodium_memzero(slot_key(entry->slot), KEYRING_KEY_BYTES);
+		free_slots[free_count++] = entry->slot;
+	}
+	last_used.valid = false;
+	keycache_delete_item(cache, entry);
 }
 
 static void
 flush_cache(void)
 {
-	while (!dlist_is_empty(&lru_list))
-		remove_entry(dlist_head_element(CachedKey, lru, &lru_list));
+	if (cache == NULL)
+		return;
+	for (uint32 c = 0; c < slab_slots / SLAB_CHUNK_KEYS; c++)
+		sodium_memzero(slab_chunks[c], SLAB_CHUNK_KEYS * KEYRING_KEY_BYTES);
+	free_count = 0;
+	for (uint32 i = 0; i < slab_slots; i++)
+		free_slots[free_count++] = slab_slots - 1 - i;
+	keycache_reset(cache);
+	last_used.valid = false;
+}
+
+/*
+ * evict_one
+ *	  CLOCK: skip entries used since the hand last passed them, clearing
+ *	  their bit; evict the first one that was not.
+ */
+static void
+evict_one(void)
+{
+	for (;;)
+	{
+		CachedKey  *entry = &cache->data[clock_hand];
+
+		clock_hand = (clock_hand + 1) & cache->sizemask;
+		if (entry->status != keycache_SH_IN_USE)
+			continue;
+		if (entry->referenced)
+		{
+			entry->referenced = false;
+			continue;
+		}
+		remove_entry(entry);
+		return;
+	}
+}
+
+static void
+remember_last(const CachedKey *entry)
+{
+	last_used.valid = true;
+	last_used.subject = entry->subject;
+	last_used.version = entry->version;
+	last_used.destroyed = entry->destroyed;
+	last_used.slot = entry->slot;
 }
 
 /*
  * lookup
- *	  The cached entry of a subject, or NULL.  First drops the whole cache
- *	  if any backend destroyed keys since this one last looked.
+ *	  Find a subject in the cache and copy what the caller needs; false
+ *	  when absent.  First drops the whole cache if any backend destroyed
+ *	  keys since this one last looked.
  */
-static CachedKey *
+static bool
 lookup(int64 subject)
 {
 	uint64		epoch = shmem_key_destroy_epoch();
@@ -114,21 +237,24 @@ lookup(int64 subject)
 		flush_cache();
 		seen_epoch = epoch;
 	}
-	if (last_used != NULL && last_used->subject == subject)
-		return last_used;
+	if (last_used.valid && last_used.subject == subject)
+		return true;
 	if (cache == NULL)
-		return NULL;
+		return false;
 
-	entry = hash_search(cache, &subject, HASH_FIND, NULL);
-	if (entry != NULL)
-	{
-		dlist_move_head(&lru_list, &entry->lru);
-		last_used = entry;
-	}
-	return entry;
+	entry = keycache_lookup(cache, subject);
+	if (entry == NULL)
+		return false;
+	entry->referenced = true;
+	remember_last(entry);
+	return true;
 }
 
-static CachedKey *
+/*
+ * remember
+ *	  Cache a subject's key (or tombstone) and make it the last used.
+ */
+static void
 remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key)
 {
 	CachedKey  *entry;
@@ -136,45 +262,43 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
 
 	if (cache == NULL)
 	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(int64);
-		ctl.entrysize = sizeof(CachedKey);
-		ctl.hcxt = TopMemoryContext;
-		cache = hash_create("gdprcrm subject key cache", 1024, &ctl,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		cache_context = AllocSetContextCreate(TopMemoryContext,
+											  "gdprcrm subject key cache",
+											  ALLOCSET_DEFAULT_SIZES);
+		cache = keycache_create(cache_context, 1024, NULL);
 	}
-	while (cached_count >= gdprcrm_key_cache_size && !dlist_is_empty(&lru_list))
-		remove_entry(dlist_tail_element(CachedKey, lru, &lru_list));
+	while (cache->members >= (uint32) gdprcrm_key_cache_size)
+		evict_one();
 
-	entry = hash_search(cache, &subject, HASH_ENTER, &found);
-	if (found)
-		dlist_delete(&entry->lru);
-	else
-		cached_count++;
+	entry = keycache_insert(cache, subject, &found);
+	if (found && !entry->destroyed)
+	{
+		sodium_memzero(slot_key(entry->slot), KEYRING_KEY_BYTES);
+		free_slots[free_count++] = entry->slot;
+	}
 	entry->version = version;
 	entry->destroyed = destroyed;
-	if (destroyed)
-		sodium_memzero(entry->key, sizeof(entry->key));
-	else
-		memcpy(entry->key, key, sizeof(entry->key));
-	dlist_push_head(&lru_list, &entry->lru);
-	last_used = entry;
-	return entry;
+	entry->referenced = true;
+	if (!destroyed)
+	{
+		entry->slot = take_slot();
+		memcpy(slot_key(entry->slot), key, KEYRING_KEY_BYTES);
+	}
+	remember_last(entry);
 }
 
 /*
  * create_key
- *	  Make, wrap and store a subject's first data key.  NULL when another
- *	  transaction stored one first.
+ *	  Make, wrap and store a subject's first data key, and cache it.  False
+ *	  when another transaction stored one first.
  */
-static CachedKey *
+static bool
 create_key(int64 subject)
 {
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 	StoredKey	row;
-	CachedKey  *entry = NULL;
+	bool		created = false;
 
 	memset(&row, 0, sizeof(row));
 	row.version = 1;
@@ -186,25 +310,26 @@ create_key(int64 subject)
 	if (store_insert_subject_key(subject, &row))
 	{
 		created_in_xact = true;
-		entry = remember(subject, row.version, false, key);
+		remember(subject, row.version, false, key);
+		created = true;
 	}
 	sodium_memzero(key, sizeof(key));
-	return entry;
+	return created;
 }
 
 /*
  * load
- *	  Read a subject's key row, unwrap it and cache the result.  With
+ *	  Read a subject's key row, unwrap it and cache the result as the last
+ *	  used entry.  With
  *	  create, a subject without a row gets a new key; without, such a
  *	  subject is an error: its values came from elsewhere.
  */
-static CachedKey *
+static void
 load(int64 subject, bool create)
 {
 	StoredKey	row;
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
-	CachedKey  *entry;
 
 	if (!store_fetch_subject_key(subject, &row))
 	{
@@ -213,23 +338,24 @@ load(int64 subject, bool create)
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("could not decrypt value: no data key exists for its subject"),
 					 errhint("Encrypted values cannot be moved between databases.")));
-		entry = create_key(subject);
-		if (entry != NULL)
-			return entry;
+		if (create_key(subject))
+			return;
 		if (!store_fetch_subject_key(subject, &row))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent creation of a subject data key")));
 	}
 	if (row.destroyed)
-		return remember(subject, row.version, true, NULL);
+	{
+		remember(subject, row.version, true, NULL);
+		return;
+	}
 
 	subject_key_ad(subject, row.version, ad);
 	keyring_unwrap(KEY_PURPOSE_WRAP, row.wrapped_with, ad, sizeof(ad),
 				   row.wrapped, sizeof(row.wrapped), key);
-	entry = remember(subject, row.version, false, key);
+	remember(subject, row.version, false, key);
 	sodium_memzero(key, sizeof(key));
-	return entry;
 }
 
 /*
@@ -242,17 +368,15 @@ load(int64 subject, bool create)
 const unsigned char *
 subject_keys_for_encrypt(int64 subject, uint32 *version)
 {
-	CachedKey  *entry = lookup(subject);
-
-	if (entry == NULL)
-		entry = load(subject, true);
-	if (entry->destroyed)
+	if (!lookup(subject))
+		load(subject, true);
+	if (last_used.destroyed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot encrypt a value for an erased subject"),
 				 errdetail("The subject's data key was destroyed.")));
-	*version = entry->version;
-	return entry->key;
+	*version = last_used.version;
+	return slot_key(last_used.slot);
 }
 
 /*
@@ -263,18 +387,16 @@ subject_keys_for_encrypt(int64 subject, uint32 *version)
 const unsigned char *
 subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
 {
-	CachedKey  *entry = lookup(subject);
-
-	if (entry == NULL)
-		entry = load(subject, false);
-	*erased = entry->destroyed;
-	if (entry->destroyed)
+	if (!lookup(subject))
+		load(subject, false);
+	*erased = last_used.destroyed;
+	if (last_used.destroyed)
 		return NULL;
-	if (entry->version != version)
+	if (last_used.version != version)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("could not decrypt value: its data key version does not exist")));
-	return entry->key;
+	return slot_key(last_used.slot);
 }
 
 /*
@@ -285,11 +407,9 @@ subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
 bool
 subject_keys_is_destroyed(int64 subject)
 {
-	CachedKey  *entry = lookup(subject);
-
-	if (entry == NULL)
-		entry = load(subject, false);
-	return entry->destroyed;
+	if (!lookup(subject))
+		load(subject, false);
+	return last_used.destroyed;
 }
 
 static void
@@ -364,9 +484,9 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 
 	erased = store_destroy_subject_key(subject);
 	destroyed_in_xact = true;
-	entry = lookup(subject);
-	if (entry != NULL)
+	if (cache != NULL && (entry = keycache_lookup(cache, subject)) != NULL)
 		remove_entry(entry);
+	last_used.valid = false;
 	PG_RETURN_BOOL(erased);
 }
 
