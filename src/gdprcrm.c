@@ -12,6 +12,7 @@
 
 #include "fmgr.h"
 
+#include "consent.h"
 #include "database_keys.h"
 #include "guc.h"
 #include "keyring.h"
@@ -30,4 +31,5 @@ _PG_init(void)
 	shmem_init();
 	subject_keys_init();
 	database_keys_init();
+	consent_init();
 }

@@ -85,6 +85,15 @@ bool		gdprcrm_strict_erasure = false;
 
 char	   *gdprcrm_special_category_keys = NULL;
 
+/*
+ * gdprcrm.purpose (user, default empty).
+ *
+ * Why this session, or with SET LOCAL this transaction, processes personal
+ * data.  Protected tables show a subject's rows only when this purpose is
+ * lawful for the subject; empty shows none.
+ */
+char	   *gdprcrm_purpose = NULL;
+
 static void define_postmaster_settings(void);
 static bool check_cipher(int *newval, void **extra, GucSource source);
 
@@ -131,6 +140,16 @@ guc_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("gdprcrm.purpose",
+							   "Purpose of processing declared by this session or transaction.",
+							   "Rows of protected tables are visible only when the purpose is lawful for their subject. "
+							   "Use SET LOCAL (or gdprcrm.set_purpose) behind a transaction-pooling connection pooler.",
+							   &gdprcrm_purpose,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("gdprcrm.special_category_keys",
 							   "Comma-separated terms whose appearance as a key in CRM properties is refused.",

@@ -26,6 +26,9 @@ extern bool gdprcrm_strict_erasure;
 /* Comma-separated terms naming special categories of personal data. */
 extern char *gdprcrm_special_category_keys;
 
+/* The session's declared purpose of processing; empty when none. */
+extern char *gdprcrm_purpose;
+
 extern void guc_init(void);
 
 #endif							/* GDPRCRM_GUC_H */

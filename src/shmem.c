@@ -2,11 +2,17 @@
  * shmem.c
  *	  gdprcrm's shared memory: what every backend must see at once.
  *
- * Today that is one counter, the key destruction epoch.  Each committed
- * transaction that destroyed subject keys advances it; every backend
- * compares it with the value it last saw before using a cached key, and
- * drops its cache when it moved.  A read of an atomic counter is the only
- * cost a decrypt pays for this.
+ * The key destruction epoch: each committed transaction that destroyed
+ * subject keys advances it; every backend compares it with the value it
+ * last saw before using a cached key, and drops its cache when it moved.
+ * A read of an atomic counter is the only cost a decrypt pays for this.
+ *
+ * The state change ring: subjects whose consent, objections, restriction
+ * or erasure changed, in commit order, each with a sequence number, so
+ * that a backend's row filter refreshes exactly those subjects (consent.c).
+ * Writers append under an exclusive lock and advance the sequence inside
+ * it; a reader reads the sequence without the lock and then copies the
+ * entries under a shared lock, so it never sees a number before its entry.
  *
  * Shared memory exists only when gdprcrm is preloaded, which is also the
  * only way keys exist; without it the epoch reads as 0 and never moves.
@@ -23,9 +29,22 @@
 #include "compat.h"
 #include "shmem.h"
 
+/* Entries kept; a backend more than this many changes behind reloads. */
+#define STATE_RING_SIZE 65536
+
+typedef struct StateChange
+{
+	uint64		seq;
+	Oid			db;
+	int64		subject;
+} StateChange;
+
 typedef struct GdprcrmShared
 {
 	pg_atomic_uint64 key_destroy_epoch;
+	pg_atomic_uint64 state_seq;
+	LWLock	   *ring_lock;
+	StateChange ring[STATE_RING_SIZE];
 } GdprcrmShared;
 
 static GdprcrmShared *shared = NULL;
@@ -40,6 +59,7 @@ request_shmem(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(GdprcrmShared)));
+	RequestNamedLWLockTranche("gdprcrm", 1);
 }
 #endif
 
@@ -54,7 +74,12 @@ startup_shmem(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("gdprcrm", sizeof(GdprcrmShared), &found);
 	if (!found)
+	{
 		pg_atomic_init_u64(&shared->key_destroy_epoch, 0);
+		pg_atomic_init_u64(&shared->state_seq, 0);
+		memset(shared->ring, 0, sizeof(shared->ring));
+		shared->ring_lock = &(GetNamedLWLockTranche("gdprcrm"))->lock;
+	}
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -72,6 +97,7 @@ shmem_init(void)
 	shmem_request_hook = request_shmem;
 #else
 	RequestAddinShmemSpace(MAXALIGN(sizeof(GdprcrmShared)));
+	RequestNamedLWLockTranche("gdprcrm", 1);
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = startup_shmem;
@@ -97,4 +123,82 @@ shmem_advance_key_destroy_epoch(void)
 {
 	if (shared)
 		pg_atomic_fetch_add_u64(&shared->key_destroy_epoch, 1);
+}
+
+/*
+ * shmem_available
+ *	  Whether gdprcrm's shared memory exists (gdprcrm was preloaded).
+ */
+bool
+shmem_available(void)
+{
+	return shared != NULL;
+}
+
+/*
+ * shmem_state_seq
+ *	  The sequence number of the last published state change.
+ */
+uint64
+shmem_state_seq(void)
+{
+	return pg_atomic_read_u64(&shared->state_seq);
+}
+
+/*
+ * shmem_publish_state_changes
+ *	  Append subjects of database db to the ring.  Called after commit.
+ */
+void
+shmem_publish_state_changes(const int64 *subjects, int count, Oid db)
+{
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->ring_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < count; i++)
+	{
+		uint64		seq = pg_atomic_read_u64(&shared->state_seq) + 1;
+		StateChange *c = &shared->ring[seq % STATE_RING_SIZE];
+
+		c->seq = seq;
+		c->db = db;
+		c->subject = subjects[i];
+		pg_atomic_write_u64(&shared->state_seq, seq);
+	}
+	LWLockRelease(shared->ring_lock);
+}
+
+/*
+ * shmem_state_changes
+ *	  The subjects of database db changed with sequence numbers in
+ *	  (after, upto], in a palloc'd array (count in *count); NULL when some
+ *	  of them were already overwritten, so the caller must reload.
+ */
+int64 *
+shmem_state_changes(uint64 after, uint64 upto, Oid db, int *count)
+{
+	int64	   *subjects;
+	int			n = 0;
+
+	*count = 0;
+	if (upto - after > STATE_RING_SIZE)
+		return NULL;
+	subjects = palloc(sizeof(int64) * (upto - after));
+	LWLockAcquire(shared->ring_lock, LW_SHARED);
+	for (uint64 seq = after + 1; seq <= upto; seq++)
+	{
+		StateChange *c = &shared->ring[seq % STATE_RING_SIZE];
+
+		if (c->seq != seq)
+		{
+			LWLockRelease(shared->ring_lock);
+			pfree(subjects);
+			return NULL;
+		}
+		if (c->db == db)
+			subjects[n++] = c->subject;
+	}
+	LWLockRelease(shared->ring_lock);
+	*count = n;
+	return subjects;
 }

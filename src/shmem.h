@@ -9,5 +9,9 @@
 extern void shmem_init(void);
 extern uint64 shmem_key_destroy_epoch(void);
 extern void shmem_advance_key_destroy_epoch(void);
+extern bool shmem_available(void);
+extern uint64 shmem_state_seq(void);
+extern void shmem_publish_state_changes(const int64 *subjects, int count, Oid db);
+extern int64 *shmem_state_changes(uint64 after, uint64 upto, Oid db, int *count);
 
 #endif							/* GDPRCRM_SHMEM_H */

@@ -21,6 +21,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -46,6 +47,7 @@ static SPIPlanPtr destroy_subject_plan = NULL;
 static SPIPlanPtr tombstone_subject_plan = NULL;
 static SPIPlanPtr fetch_database_plan = NULL;
 static SPIPlanPtr insert_database_plan = NULL;
+static SPIPlanPtr scan_purposes_plan = NULL;
 
 /*
  * store_owner
@@ -422,4 +424,106 @@ store_rewrap_database_keys(RewrapDatabaseKey rewrap)
 	}
 	store_end(&session);
 	return done;
+}
+
+/*
+ * store_scan_purposes
+ *	  Call fn for every row of gdprcrm.purposes (latest snapshot).
+ */
+void
+store_scan_purposes(PurposeRowFn fn, void *arg)
+{
+	StoreSession session;
+
+	store_begin(&session);
+	if (SPI_execute_snapshot(prepare_once(&scan_purposes_plan,
+										  "SELECT name, bit, lawful_basis, allowed_when_restricted"
+										  " FROM " STORE_SCHEMA ".purposes",
+										  0, NULL),
+							 NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.purposes");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *name = SPI_getvalue(row, desc, 1);
+		int			bit = DatumGetInt16(SPI_getbinval(row, desc, 2, &isnull));
+		char	   *basis = SPI_getvalue(row, desc, 3);
+		bool		allowed = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull));
+
+		fn(name, bit, basis, allowed, arg);
+	}
+	store_end(&session);
+}
+
+/*
+ * store_scan_subject_states
+ *	  Call fn for the state of every subject that has one (subjects NULL),
+ *	  or of the given subjects: rows of gdprcrm.subject_state, and erased
+ *	  subjects from the tombstones of gdprcrm.subject_keys.  A subject may
+ *	  come twice, once from each.  Latest snapshot; read through a cursor,
+ *	  so a million subjects do not sit in memory at once.
+ */
+void
+store_scan_subject_states(const int64 *subjects, int count, StateRowFn fn, void *arg)
+{
+	static const char *const all_sql =
+		"SELECT subject, consented, objected, restricted, false FROM " STORE_SCHEMA ".subject_state"
+		" UNION ALL"
+		" SELECT subject, 0, 0, false, true FROM " STORE_SCHEMA ".subject_keys"
+		" WHERE destroyed_at IS NOT NULL";
+	static const char *const some_sql =
+		"SELECT subject, consented, objected, restricted, false FROM " STORE_SCHEMA ".subject_state"
+		" WHERE subject OPERATOR(pg_catalog.=) ANY ($1)"
+		" UNION ALL"
+		" SELECT subject, 0, 0, false, true FROM " STORE_SCHEMA ".subject_keys"
+		" WHERE destroyed_at IS NOT NULL AND subject OPERATOR(pg_catalog.=) ANY ($1)";
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		values[1];
+	StoreSession session;
+	Portal		portal;
+
+	store_begin(&session);
+	/* A read-only cursor runs on the active snapshot: make it the latest. */
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (subjects != NULL)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * count);
+
+		for (int i = 0; i < count; i++)
+			elems[i] = Int64GetDatum(subjects[i]);
+		values[0] = PointerGetDatum(construct_array(elems, count, INT8OID, 8,
+													FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		portal = SPI_cursor_open_with_args(NULL, some_sql, 1, types, values, NULL,
+										   true, CURSOR_OPT_NO_SCROLL);
+	}
+	else
+		portal = SPI_cursor_open_with_args(NULL, all_sql, 0, NULL, NULL, NULL,
+										   true, CURSOR_OPT_NO_SCROLL);
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	row = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+
+			fn(DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull)),
+			   (uint64) DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull)),
+			   (uint64) DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull)),
+			   DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)),
+			   DatumGetBool(SPI_getbinval(row, desc, 5, &isnull)),
+			   arg);
+		}
+		SPI_freetuptable(SPI_tuptable);
+	}
+	SPI_cursor_close(portal);
+	PopActiveSnapshot();
+	store_end(&session);
 }

@@ -26,6 +26,14 @@ typedef void (*RewrapSubjectKey) (int64 subject, const StoredKey *old,
 typedef void (*RewrapDatabaseKey) (const char *purpose, const StoredKey *old,
 								   unsigned char *new_wrapped);
 
+typedef void (*PurposeRowFn) (const char *name, int bit, const char *lawful_basis,
+							 bool allowed_when_restricted, void *arg);
+typedef void (*StateRowFn) (int64 subject, uint64 consented, uint64 objected,
+							bool restricted, bool erased, void *arg);
+
+extern void store_scan_purposes(PurposeRowFn fn, void *arg);
+extern void store_scan_subject_states(const int64 *subjects, int count,
+									  StateRowFn fn, void *arg);
 extern bool store_fetch_subject_key(int64 subject, StoredKey *out);
 extern bool store_insert_subject_key(int64 subject, const StoredKey *key);
 extern bool store_destroy_subject_key(int64 subject);

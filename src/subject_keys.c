@@ -32,6 +32,7 @@
 #include "fmgr.h"
 #include "utils/memutils.h"
 
+#include "consent.h"
 #include "csprng.h"
 #include "database_keys.h"
 #include "guc.h"
@@ -484,6 +485,8 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 
 	erased = store_destroy_subject_key(subject);
 	destroyed_in_xact = true;
+	/* Row filters hide an erased subject's rows once this commits. */
+	consent_publish(subject);
 	if (cache != NULL && (entry = keycache_lookup(cache, subject)) != NULL)
 		remove_entry(entry);
 	last_used.valid = false;

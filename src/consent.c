@@ -1,0 +1,396 @@
+/*-------------------------------------------------------------------------
+ * consent.c
+ *	  The purpose-checking row filter: gdprcrm.lawful(subject).
+ *
+ * Row level security calls lawful() once per row, so it must not run a
+ * query.  Each backend keeps a copy of the state of every subject that has
+ * any (gdprcrm.subject_state: one consent bit and one objection bit per
+ * purpose, restriction; erasure from gdprcrm.subject_keys tombstones) in
+ * an open-addressing hash table, and the purposes by name.  A subject
+ * without an entry has given no consent, made no objection, and is
+ * neither restricted nor erased.
+ *
+ * Invalidation: the ledger functions (and shred_subject_key) call
+ * consent_publish() for each subject they change; when the transaction
+ * commits, the subjects are appended to a ring in shared memory and a
+ * sequence number advances.  Before each decision, lawful() compares the
+ * sequence with the last one this backend saw; if it moved, the backend
+ * reads the changed subjects from the ring and fetches their state again
+ * (a full reload when it fell more than a ring behind).  So once a change
+ * has committed, every statement that starts afterwards decides on it,
+ * and the cost of a change is one indexed fetch per backend that filters.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "consent.h"
+#include "guc.h"
+#include "shmem.h"
+#include "store.h"
+
+typedef enum LawfulBasis
+{
+	BASIS_CONSENT,
+	BASIS_CONTRACT,
+	BASIS_LEGAL_OBLIGATION,
+	BASIS_VITAL_INTERESTS,
+	BASIS_PUBLIC_TASK,
+	BASIS_LEGITIMATE_INTERESTS
+} LawfulBasis;
+
+typedef struct Purpose
+{
+	char		name[NAMEDATALEN];
+	uint64		mask;			/* 1 << its bit */
+	LawfulBasis basis;
+	bool		allowed_when_restricted;
+} Purpose;
+
+typedef struct StateEntry
+{
+	int64		subject;		/* hash key */
+	uint64		consented;
+	uint64		objected;
+	bool		restricted;
+	bool		erased;
+	char		status;			/* simplehash's */
+} StateEntry;
+
+static inline uint32
+hash_subject(int64 subject)
+{
+	uint64		h = (uint64) subject;
+
+	h ^= h >> 30;
+	h *= UINT64CONST(0xbf58476d1ce4e5b9);
+	h ^= h >> 27;
+	h *= UINT64CONST(0x94d049bb133111eb);
+	h ^= h >> 31;
+	return (uint32) h;
+}
+
+#define SH_PREFIX statecache
+#define SH_ELEMENT_TYPE StateEntry
+#define SH_KEY_TYPE int64
+#define SH_KEY subject
+#define SH_HASH_KEY(tb, key) hash_subject(key)
+#define SH_EQUAL(tb, a, b) ((a) == (b))
+#define SH_SCOPE static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
+static MemoryContext state_context = NULL;
+static statecache_hash *states = NULL;
+static bool loaded = false;
+static uint64 seen_seq = 0;
+
+static Purpose *purposes = NULL;
+static int	purpose_count = 0;
+
+/* The purpose last resolved from gdprcrm.purpose (resolved may be NULL). */
+static bool resolved_valid = false;
+static char resolved_name[NAMEDATALEN];
+static const Purpose *resolved = NULL;
+
+/* Subjects changed by the current transaction, published at commit. */
+static int64 *pending = NULL;
+static int	pending_count = 0;
+static int	pending_size = 0;
+
+static LawfulBasis
+parse_basis(const char *basis)
+{
+	if (strcmp(basis, "consent") == 0)
+		return BASIS_CONSENT;
+	if (strcmp(basis, "contract") == 0)
+		return BASIS_CONTRACT;
+	if (strcmp(basis, "legal_obligation") == 0)
+		return BASIS_LEGAL_OBLIGATION;
+	if (strcmp(basis, "vital_interests") == 0)
+		return BASIS_VITAL_INTERESTS;
+	if (strcmp(basis, "public_task") == 0)
+		return BASIS_PUBLIC_TASK;
+	if (strcmp(basis, "legitimate_interests") == 0)
+		return BASIS_LEGITIMATE_INTERESTS;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("gdprcrm.purposes holds an unknown lawful basis")));
+	return BASIS_CONSENT;
+}
+
+/* store_scan_purposes callback. */
+static void
+add_purpose(const char *name, int bit, const char *basis, bool allowed_when_restricted,
+			void *arg)
+{
+	Purpose    *p = &purposes[purpose_count++];
+
+	(void) arg;
+	strlcpy(p->name, name, sizeof(p->name));
+	p->mask = UINT64CONST(1) << bit;
+	p->basis = parse_basis(basis);
+	p->allowed_when_restricted = allowed_when_restricted;
+}
+
+static void
+load_purposes(void)
+{
+	if (purposes == NULL)
+		purposes = MemoryContextAlloc(state_context, 64 * sizeof(Purpose));
+	purpose_count = 0;
+	resolved_valid = false;
+	resolved = NULL;
+	store_scan_purposes(add_purpose, NULL);
+}
+
+/* store_scan_subject_states callback: one subject's state, or its absence. */
+static void
+set_state(int64 subject, uint64 consented, uint64 objected, bool restricted,
+		  bool erased, void *arg)
+{
+	StateEntry *entry;
+	bool		found;
+
+	(void) arg;
+	/* Changed subjects were deleted first; a default state needs no entry. */
+	if (consented == 0 && objected == 0 && !restricted && !erased)
+		return;
+	entry = statecache_insert(states, subject, &found);
+	if (found)
+	{
+		/* A subject can come from two sources (state, tombstone): merge. */
+		entry->consented |= consented;
+		entry->objected |= objected;
+		entry->restricted |= restricted;
+		entry->erased |= erased;
+	}
+	else
+	{
+		entry->consented = consented;
+		entry->objected = objected;
+		entry->restricted = restricted;
+		entry->erased = erased;
+	}
+}
+
+static void
+full_load(uint64 seq)
+{
+	if (state_context == NULL)
+		state_context = AllocSetContextCreate(TopMemoryContext,
+											  "gdprcrm subject states",
+											  ALLOCSET_DEFAULT_SIZES);
+	if (states == NULL)
+		states = statecache_create(state_context, 1024, NULL);
+	else
+		statecache_reset(states);
+	loaded = false;
+	load_purposes();
+	store_scan_subject_states(NULL, 0, set_state, NULL);
+	seen_seq = seq;
+	loaded = true;
+}
+
+/*
+ * catch_up
+ *	  Bring this backend's copy up to the last committed change.  The
+ *	  sequence is read before anything is fetched, so a change committed
+ *	  meanwhile is fetched again next time rather than missed.
+ */
+static void
+catch_up(void)
+{
+	uint64		seq;
+	int64	   *changed;
+	int			count;
+	bool		purposes_changed = false;
+
+	if (!shmem_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm row filters need gdprcrm to be preloaded"),
+				 errdetail("Backends learn of consent changes through shared memory."),
+				 errhint("Add gdprcrm to shared_preload_libraries in postgresql.conf and restart the server.")));
+	seq = shmem_state_seq();
+	if (loaded && seq == seen_seq)
+		return;
+	if (!loaded)
+	{
+		full_load(seq);
+		return;
+	}
+
+	changed = shmem_state_changes(seen_seq, seq, MyDatabaseId, &count);
+	if (changed == NULL)
+	{
+		/* Fell more than a ring behind: start over. */
+		full_load(seq);
+		return;
+	}
+	for (int i = 0; i < count; i++)
+	{
+		if (changed[i] == 0)
+			purposes_changed = true;
+		else
+			statecache_delete(states, changed[i]);
+	}
+	if (purposes_changed)
+		load_purposes();
+	if (count > 0)
+		store_scan_subject_states(changed, count, set_state, NULL);
+	pfree(changed);
+	seen_seq = seq;
+}
+
+/*
+ * current_purpose
+ *	  The declared purpose (gdprcrm.purpose), or NULL when none is declared
+ *	  or it is not defined.  Resolved again only when the setting's value
+ *	  changes (compared by content: a new value may reuse the old memory).
+ */
+static const Purpose *
+current_purpose(void)
+{
+	const char *name = gdprcrm_purpose;
+
+	if (name == NULL || name[0] == '\0')
+		return NULL;
+	if (resolved_valid && strcmp(name, resolved_name) == 0)
+		return resolved;
+	resolved = NULL;
+	for (int i = 0; i < purpose_count; i++)
+		if (strcmp(purposes[i].name, name) == 0)
+			resolved = &purposes[i];
+	strlcpy(resolved_name, name, sizeof(resolved_name));
+	resolved_valid = true;
+	return resolved;
+}
+
+/*
+ * decide
+ *	  The rule of the filter.  Objections (Art. 21) count against purposes
+ *	  based on consent, legitimate interests or a public task; contract,
+ *	  legal obligation and vital interests are lawful whatever the
+ *	  subject objects to, but not under restriction (Art. 18) unless the
+ *	  purpose is allowed under it.
+ */
+static bool
+decide(const Purpose *p, const StateEntry *s)
+{
+	if (s == NULL)
+		return p->basis != BASIS_CONSENT;
+	if (s->erased)
+		return false;
+	if (s->restricted && !p->allowed_when_restricted)
+		return false;
+	switch (p->basis)
+	{
+		case BASIS_CONSENT:
+			return (s->consented & p->mask) != 0 && (s->objected & p->mask) == 0;
+		case BASIS_LEGITIMATE_INTERESTS:
+		case BASIS_PUBLIC_TASK:
+			return (s->objected & p->mask) == 0;
+		case BASIS_CONTRACT:
+		case BASIS_LEGAL_OBLIGATION:
+		case BASIS_VITAL_INTERESTS:
+			return true;
+	}
+	return false;
+}
+
+/*
+ * gdprcrm.lawful(subject bigint) -> boolean
+ *	  Whether the declared purpose is lawful for subject now: the row filter
+ *	  of every protected table.  False without a declared purpose.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_lawful);
+Datum
+gdprcrm_lawful(PG_FUNCTION_ARGS)
+{
+	int64		subject = PG_GETARG_INT64(0);
+	const Purpose *p;
+
+	if (gdprcrm_purpose == NULL || gdprcrm_purpose[0] == '\0')
+		PG_RETURN_BOOL(false);
+	catch_up();
+	p = current_purpose();
+	if (p == NULL)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(decide(p, statecache_lookup(states, subject)));
+}
+
+/*
+ * consent_publish
+ *	  Remember that the current transaction changed subject's state (0: the
+ *	  purposes), to be announced to every backend when it commits.
+ */
+void
+consent_publish(int64 subject)
+{
+	for (int i = 0; i < pending_count; i++)
+		if (pending[i] == subject)
+			return;
+	if (pending_count == pending_size)
+	{
+		pending_size = pending_size == 0 ? 64 : pending_size * 2;
+		pending = pending == NULL ?
+			MemoryContextAlloc(TopMemoryContext, pending_size * sizeof(int64)) :
+			repalloc(pending, pending_size * sizeof(int64));
+	}
+	pending[pending_count++] = subject;
+}
+
+/*
+ * gdprcrm.publish_state_change(subject bigint)
+ *	  SQL face of consent_publish for the ledger functions.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_publish_state_change);
+Datum
+gdprcrm_publish_state_change(PG_FUNCTION_ARGS)
+{
+	consent_publish(PG_GETARG_INT64(0));
+	PG_RETURN_VOID();
+}
+
+static void
+xact_callback(XactEvent event, void *arg pg_attribute_unused())
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			if (pending_count > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that changed consent or restrictions")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (pending_count > 0)
+				shmem_publish_state_changes(pending, pending_count, MyDatabaseId);
+			pending_count = 0;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			pending_count = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * consent_init
+ *	  Register the commit callback that publishes changes.
+ */
+void
+consent_init(void)
+{
+	RegisterXactCallback(xact_callback, NULL);
+}
