@@ -24,7 +24,7 @@ SHLIB_LINK  = -lsodium
 
 TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 
-REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm
+REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent
 REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
 ISOLATION      = nonces shred_visibility key_creation identify_race

@@ -7,6 +7,9 @@
 -- Subject ids below 100000 were used by earlier tests.
 SELECT setval('gdprcrm.people_id_seq', 100000) IS NOT NULL AS fresh_ids;
 SELECT gdprcrm.create_event_partitions('2026-01-01', '2027-01-01') AS partitions;
+-- Every role here works for one purpose; consent.sql covers the filter.
+SELECT gdprcrm.define_purpose('crm_operations', 'contract', 'Operating the customer relationship');
+SET gdprcrm.purpose = 'crm_operations';
 SELECT gdprcrm.create_event_partitions('2026-06-01', '2026-08-01') AS already_there;
 SELECT gdprcrm.create_event_partitions('2026-06-01', '2026-01-01');
 
@@ -48,8 +51,12 @@ SELECT gdprcrm.identify(:acme, 'cookie-77') AS cookie \gset
 SELECT gdprcrm.track(:acme, :cookie, 'pricing_viewed', '{}', '2026-03-02 09:00+00');
 SELECT gdprcrm.add_message(:acme, :cookie, 'outbound', 'email', 'Welcome', 'Hello there') IS NOT NULL AS message;
 SELECT gdprcrm.identify(:acme, 'cookie-77', 'grace@example.net') = :grace AS merged_into_grace;
+-- The merged visitor's key is destroyed, so only a superuser still sees it.
+SELECT count(*) AS merged_visible_to_app FROM gdprcrm.people WHERE id = :cookie;
+RESET ROLE;
 SELECT status, merged_into = :grace AS into_grace, email IS NULL AS no_email
 FROM gdprcrm.people WHERE id = :cookie;
+SET ROLE regress_alice;
 SELECT person_id = :grace AS grace_owns, name, path FROM gdprcrm.events ORDER BY occurred_at;
 SELECT gdprcrm.decrypt(subject, 'crm.messages.subject', person_id) AS subject,
        gdprcrm.decrypt(body, 'crm.messages.body', person_id) AS body

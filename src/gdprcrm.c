@@ -29,7 +29,8 @@ _PG_init(void)
 	guc_init();
 	keyring_init();
 	shmem_init();
+	/* Transaction callbacks run newest first: the key module's go first. */
+	consent_init();
 	subject_keys_init();
 	database_keys_init();
-	consent_init();
 }

@@ -406,8 +406,9 @@ BEGIN
     END IF;
     EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tab);
     EXECUTE pg_catalog.format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tab);
-    EXECUTE pg_catalog.format('DROP POLICY IF EXISTS gdprcrm_purpose ON %s', tab);
-    EXECUTE pg_catalog.format('DROP POLICY IF EXISTS gdprcrm_purpose_insert ON %s', tab);
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = tab AND polname = 'gdprcrm_purpose') THEN
+        EXECUTE pg_catalog.format('DROP POLICY gdprcrm_purpose ON %s', tab);
+    END IF;
     EXECUTE pg_catalog.format(
         'CREATE POLICY gdprcrm_purpose ON %s AS RESTRICTIVE FOR ALL USING (@extschema@.lawful(%I)) WITH CHECK (true)',
         tab, subject_column);

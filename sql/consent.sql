@@ -1,0 +1,195 @@
+-- Purposes, the consent ledger and the purpose-checking row filter.
+
+\set SHOW_CONTEXT never
+
+-- People of this test start at 200000 (earlier tests used lower ids).
+SELECT setval('gdprcrm.people_id_seq', 200000) IS NOT NULL AS fresh_ids;
+SELECT gdprcrm.define_purpose('marketing', 'consent', 'Newsletters and offers', interval '2 years');
+SELECT gdprcrm.define_purpose('support', 'contract', 'Answering customer requests');
+SELECT gdprcrm.define_purpose('analytics', 'legitimate_interests', 'Product analytics');
+SELECT gdprcrm.define_purpose('legal_claims', 'legal_obligation', 'Establishing and defending legal claims',
+                              NULL, false, true);
+SELECT gdprcrm.define_purpose('Bad Name', 'consent', 'x');
+SELECT gdprcrm.define_purpose('telepathy', 'hunch', 'x');
+SELECT gdprcrm.define_purpose('quiet', 'consent', '');
+SELECT name, bit, lawful_basis, retention, special_category, allowed_when_restricted
+FROM gdprcrm.purposes ORDER BY bit;
+-- Redefining keeps the bit.
+SELECT gdprcrm.define_purpose('analytics', 'legitimate_interests', 'Product analytics, aggregated');
+SELECT bit, description FROM gdprcrm.purposes WHERE name = 'analytics';
+
+CREATE ROLE regress_eve IN ROLE gdprcrm_app;
+CREATE ROLE regress_mallory IN ROLE gdprcrm_app;
+SELECT gdprcrm.create_project('Consent Co', ARRAY['regress_eve']::name[]) AS proj \gset
+SELECT gdprcrm.create_project('Other Co', ARRAY['regress_mallory']::name[]) AS other \gset
+
+SET ROLE regress_eve;
+SELECT count(gdprcrm.identify(:proj, 'c' || i, 'c' || i || '@consent.test')) AS people
+FROM generate_series(1, 6) AS i;
+RESET ROLE;
+SELECT min(id) AS p1 FROM gdprcrm.people WHERE project_id = :proj \gset
+SELECT :p1 + 1 AS p2, :p1 + 2 AS p3, :p1 + 3 AS p4, :p1 + 4 AS p5, :p1 + 5 AS p6 \gset
+
+-- No purpose declared: no personal rows at all, and a way to see why.
+SET ROLE regress_eve;
+SELECT count(*) AS people, (SELECT count(*) FROM gdprcrm.events) AS events FROM gdprcrm.people;
+SELECT gdprcrm.explain_access(:p1);
+-- An undefined purpose shows nothing either.
+SET gdprcrm.purpose = 'astrology';
+SELECT count(*) AS astrology FROM gdprcrm.people;
+SELECT gdprcrm.set_purpose('astrology');
+
+-- Consent-based: only subjects who consented and did not withdraw.
+SET gdprcrm.purpose = 'marketing';
+SELECT count(*) AS before_consent FROM gdprcrm.people;
+SELECT gdprcrm.grant_consent(:p1, 'marketing', 'signup form', 'checkbox', 'privacy-v3',
+                             'Send me product news', '{"ip_prefix": "192.0.2.0/24"}') > 0 AS granted;
+SELECT gdprcrm.grant_consent(:p2, 'marketing', 'signup form', 'checkbox', 'privacy-v3', 'Send me product news') > 0 AS granted;
+SELECT id - :p1 AS person FROM gdprcrm.people ORDER BY id;
+SELECT gdprcrm.withdraw_consent(:p2, 'marketing', 'unsubscribe link') > 0 AS withdrawn;
+SELECT id - :p1 AS person FROM gdprcrm.people ORDER BY id;
+SELECT gdprcrm.grant_consent(:p2, 'nonsense');
+SELECT gdprcrm.grant_consent(:p2, 'marketing', captured_at => now() + interval '1 day');
+
+-- Contract: everyone, unless restricted; objections do not apply.
+SET gdprcrm.purpose = 'support';
+SELECT gdprcrm.restrict_processing(:p3, 'accuracy contested') > 0 AS restricted;
+SELECT gdprcrm.object(:p4, 'support') > 0 AS objected;
+SELECT id - :p1 AS person FROM gdprcrm.people ORDER BY id;
+-- Allowed under restriction: legal claims still see the restricted person.
+SET gdprcrm.purpose = 'legal_claims';
+SELECT count(*) AS legal_claims FROM gdprcrm.people;
+-- Legitimate interests: everyone but objectors and the restricted.
+SET gdprcrm.purpose = 'analytics';
+SELECT gdprcrm.object(:p5, 'analytics') > 0 AS objected;
+SELECT id - :p1 AS person FROM gdprcrm.people ORDER BY id;
+SELECT gdprcrm.withdraw_objection(:p5, 'analytics') > 0 AS objection_withdrawn;
+SELECT gdprcrm.lift_restriction(:p3, 'accuracy confirmed') > 0 AS lifted;
+SELECT id - :p1 AS person FROM gdprcrm.people ORDER BY id;
+
+-- Why each person is visible or not.
+SELECT id - :p1 AS person, gdprcrm.explain_access(id, 'marketing') AS marketing
+FROM generate_series(:p1, :p6) AS id ORDER BY id;
+SELECT gdprcrm.may_process(:p1, 'marketing') AS p1_marketing, gdprcrm.may_process(:p2, 'marketing') AS p2_marketing;
+
+-- Events, messages and enrichments follow their person.
+SET gdprcrm.purpose = 'support';
+SELECT gdprcrm.track(:proj, id, 'login', '{}', '2026-06-01') FROM generate_series(:p1, :p6) AS id;
+SELECT gdprcrm.add_message(:proj, :p1, 'inbound', 'email', 'Hi', 'Help') IS NOT NULL AS message;
+SELECT gdprcrm.add_message(:proj, :p2, 'inbound', 'email', 'Hi', 'Help') IS NOT NULL AS message;
+SET gdprcrm.purpose = 'marketing';
+SELECT (SELECT count(*) FROM gdprcrm.events) AS events, (SELECT count(*) FROM gdprcrm.messages) AS messages;
+
+-- SET LOCAL lasts one transaction, as behind a transaction pooler: the
+-- next request on the same connection sees nothing.
+RESET gdprcrm.purpose;
+BEGIN;
+SELECT gdprcrm.set_purpose('support');
+SELECT count(*) AS inside_request FROM gdprcrm.people;
+COMMIT;
+SELECT count(*) AS next_request FROM gdprcrm.people;
+BEGIN;
+SET LOCAL gdprcrm.purpose = 'marketing';
+SELECT count(*) AS inside_request FROM gdprcrm.people;
+ROLLBACK;
+SELECT count(*) AS after_rollback, current_setting('gdprcrm.purpose') = '' AS purpose_cleared FROM gdprcrm.people;
+
+-- A leaky function in WHERE sees no hidden row: the filter runs first
+-- (one notice for the one visible row).
+RESET ROLE;
+CREATE FUNCTION leak(bigint) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN RAISE NOTICE 'leak saw a row'; RETURN true; END $$;
+GRANT EXECUTE ON FUNCTION leak(bigint) TO regress_eve;
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'marketing';
+SELECT count(*) FROM gdprcrm.people WHERE leak(id);
+-- Errors reveal nothing about hidden rows.
+SELECT 1 / (id - :p2) FROM gdprcrm.people;
+SELECT count(*) FROM gdprcrm.people WHERE id = :p2;
+-- Writes to a hidden person's row change nothing.
+UPDATE gdprcrm.people SET traits = '{"touched": true}' WHERE id = :p2;
+SELECT count(*) AS untouched FROM gdprcrm.people WHERE traits ? 'touched';
+RESET ROLE;
+SELECT count(*) AS really_untouched FROM gdprcrm.people WHERE traits ? 'touched';
+
+-- Views and SQL functions do not bypass the filter for application roles.
+CREATE VIEW visible_people WITH (security_invoker = true) AS SELECT id FROM gdprcrm.people;
+CREATE FUNCTION count_people() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM gdprcrm.people';
+GRANT SELECT ON visible_people TO regress_eve;
+GRANT EXECUTE ON FUNCTION count_people() TO regress_eve;
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'marketing';
+SELECT (SELECT count(*) FROM visible_people) AS through_view, count_people() AS through_function;
+RESET gdprcrm.purpose;
+SELECT (SELECT count(*) FROM visible_people) AS through_view, count_people() AS through_function;
+RESET ROLE;
+
+-- The filter holds for the table owner too (FORCE ROW LEVEL SECURITY) on
+-- an application's own protected table.
+CREATE ROLE regress_owner IN ROLE gdprcrm_app;
+GRANT CREATE ON SCHEMA public TO regress_owner;
+SET ROLE regress_owner;
+CREATE TABLE orders (id int PRIMARY KEY, customer bigint NOT NULL, total numeric);
+RESET ROLE;
+SELECT gdprcrm.protect('orders', 'customer');
+SELECT gdprcrm.protect('orders', 'nope');
+SELECT gdprcrm.protect('orders', 'total');
+SET ROLE regress_owner;
+INSERT INTO orders SELECT i, :p1 + i % 2, 10 * i FROM generate_series(1, 10) AS i;
+SET gdprcrm.purpose = 'marketing';
+SELECT count(*) AS owner_sees_marketing FROM orders;
+SET gdprcrm.purpose = 'support';
+SELECT count(*) AS owner_sees_support FROM orders;
+RESET gdprcrm.purpose;
+SELECT count(*) AS owner_sees_without_purpose FROM orders;
+RESET ROLE;
+DROP TABLE orders;
+REVOKE CREATE ON SCHEMA public FROM regress_owner;
+
+-- Another project's role cannot record consent for these people.
+SET ROLE regress_mallory;
+SELECT gdprcrm.grant_consent(:p1, 'marketing');
+SELECT gdprcrm.explain_access(:p1, 'marketing');
+RESET ROLE;
+
+-- The ledger is append-only; the state row follows it.
+UPDATE gdprcrm.consent_events SET action = 'grant';
+DELETE FROM gdprcrm.consent_events;
+TRUNCATE gdprcrm.restriction_events;
+SELECT subject - :p1 AS person, purpose, action, source, method, notice_version,
+       wording_hash = sha256(convert_to('Send me product news', 'UTF8')) AS wording_hashed,
+       evidence, recorded_by
+FROM gdprcrm.consent_events ORDER BY id;
+SELECT subject - :p1 AS person, purpose, granted FROM gdprcrm.consents ORDER BY subject, purpose;
+SELECT subject - :p1 AS person, action, reason FROM gdprcrm.restriction_events ORDER BY id;
+
+-- Erasing a subject hides its rows for every purpose, and then allows its
+-- ledger rows to go.
+SET ROLE regress_eve;
+SELECT gdprcrm.grant_consent(:p6, 'marketing') > 0 AS granted_before_erasure;
+SET gdprcrm.purpose = 'support';
+SELECT count(*) AS before_erasure FROM gdprcrm.people;
+SELECT gdprcrm.shred_subject_key(:p6);
+SELECT count(*) AS after_erasure FROM gdprcrm.people;
+SELECT gdprcrm.grant_consent(:p6, 'marketing');
+RESET ROLE;
+SELECT gdprcrm.grant_consent(:p1, 'marketing', 'again') > 0 AS regranted;
+DELETE FROM gdprcrm.consent_events WHERE subject = :p1;
+DELETE FROM gdprcrm.consent_events WHERE subject = :p6;
+SELECT count(*) AS ledger_rows_of_erased FROM gdprcrm.consent_events WHERE subject = :p6;
+
+-- A transaction that changed consent cannot be prepared.
+BEGIN;
+SELECT gdprcrm.withdraw_consent(:p1, 'marketing') > 0;
+PREPARE TRANSACTION 'consent';
+
+-- The CRM tables carry the filter; pg_dump keeps the ledger.
+SELECT c.relname, p.polname, p.polpermissive
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+WHERE c.relnamespace = 'gdprcrm'::regnamespace AND p.polname = 'gdprcrm_purpose' ORDER BY 1;
+SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
+WHERE e.extname = 'gdprcrm' AND c.relname IN ('purposes', 'consent_events', 'restriction_events', 'subject_state')
+ORDER BY 1;
+DROP FUNCTION leak(bigint);
+DROP VIEW visible_people;
+DROP FUNCTION count_people();
