@@ -316,6 +316,25 @@ END $$;
 COMMENT ON FUNCTION @extschema@.require_project_admin(bigint) IS
     'Raise unless the caller is a gdprcrm_admin in the project''s team (or a superuser)';
 
+CREATE FUNCTION @extschema@.require_project_member(project bigint) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = v_caller) THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM @extschema@.project_members m
+        WHERE m.project_id = project
+          AND pg_catalog.pg_has_role(v_caller, pg_catalog.to_regrole(m.member::text), 'MEMBER')) THEN
+        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'The current role is not in the project''s team.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.require_project_member(bigint) IS
+    'Raise unless the caller is in the project''s team (or a superuser)';
+
 CREATE FUNCTION @extschema@.create_project(name text, members name[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -415,6 +434,10 @@ COMMENT ON FUNCTION @extschema@.create_event_partitions(date, date) IS
  * re-encrypted under the surviving person's key, and the visitor's own key
  * is destroyed.
  *
+ * SECURITY DEFINER: finding a person must not depend on the purpose the
+ * session declared (a person is identified before consent is recorded),
+ * so it reads past the row filters and checks the caller's team itself.
+ *
  * Concurrency: identifiers are claimed in person_identities, whose primary
  * key makes a second claimant wait for the first and then fail with a
  * unique violation; the whole attempt then runs again and finds the
@@ -423,10 +446,15 @@ COMMENT ON FUNCTION @extschema@.create_event_partitions(date, date) IS
  */
 CREATE FUNCTION @extschema@.merge_people(project bigint, from_person bigint, into_person bigint)
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM @extschema@.require_project_member(project);
     IF from_person = into_person THEN
         RETURN;
+    END IF;
+    IF (SELECT count(*) FROM @extschema@.people p
+        WHERE p.id IN (from_person, into_person) AND p.project_id = project) <> 2 THEN
+        RAISE EXCEPTION 'both people must belong to the project' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE @extschema@.person_identities SET person_id = into_person
     WHERE person_id = from_person AND project_id = project;
@@ -468,7 +496,7 @@ COMMENT ON FUNCTION @extschema@.merge_people(bigint, bigint, bigint) IS
 CREATE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
                                      email text DEFAULT NULL, traits jsonb DEFAULT '{}')
 RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_email text := pg_catalog.btrim(email);
     v_ext_key bytea;
@@ -481,10 +509,7 @@ BEGIN
     IF external_id IS NULL AND email IS NULL THEN
         RAISE EXCEPTION 'identify needs an external id or an email' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT project = ANY (@extschema@.visible_projects()) THEN
-        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'The current role is not in the project''s team.';
-    END IF;
+    PERFORM @extschema@.require_project_member(project);
     IF external_id IS NOT NULL THEN
         v_ext_key := @extschema@.blind_index(external_id, 'external_id');
     END IF;
@@ -658,6 +683,7 @@ COMMENT ON FUNCTION @extschema@.stale_people(bigint, interval) IS
  */
 REVOKE ALL ON FUNCTION @extschema@.calling_role() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.require_project_admin(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.require_project_member(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.create_project(text, name[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.add_project_member(bigint, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.remove_project_member(bigint, name) FROM PUBLIC;
@@ -675,7 +701,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 -- Every gdprcrm role reads the project list and its own memberships.
 GRANT SELECT ON @extschema@.projects, @extschema@.project_members
     TO gdprcrm_admin, gdprcrm_app, gdprcrm_analyst;
-GRANT EXECUTE ON FUNCTION @extschema@.calling_role(), @extschema@.require_project_admin(bigint)
+GRANT EXECUTE ON FUNCTION @extschema@.calling_role(), @extschema@.require_project_admin(bigint),
+    @extschema@.require_project_member(bigint)
     TO gdprcrm_admin, gdprcrm_app, gdprcrm_analyst;
 
 -- Applications: the CRM data and the API.
