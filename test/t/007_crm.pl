@@ -24,6 +24,7 @@ $node->safe_psql('postgres', q{
 	CREATE ROLE crm_other LOGIN IN ROLE gdprcrm_app;
 	SELECT gdprcrm.create_project('Acme', ARRAY['crm_app']::name[]);
 	SELECT gdprcrm.create_project('Globex', ARRAY['crm_other']::name[]);
+	SELECT gdprcrm.define_purpose('operations', 'contract', 'Operating the customer relationship');
 });
 
 # The card number reaches the server only as data (a bind parameter in a
@@ -41,9 +42,9 @@ substr($card, 15, 1, (10 - ($sum - substr($card, 15, 1)) % 10) % 10);
 $node->safe_psql('postgres', "CREATE TABLE staged (props jsonb); GRANT SELECT ON staged TO crm_app;");
 $node->safe_psql('postgres', "INSERT INTO staged VALUES (jsonb_build_object('checkout', jsonb_build_object('card', "
 	  . join(' || ', map { "'" . substr($card, $_ * 4, 4) . "' || ' '" } 0 .. 3) . ")))");
-my $person = $node->safe_psql('postgres', q{SET ROLE crm_app; SELECT gdprcrm.identify(1, 'u-1', 'ada@example.org')});
+my $person = $node->safe_psql('postgres', q{SET ROLE crm_app; SET gdprcrm.purpose = 'operations'; SELECT gdprcrm.identify(1, 'u-1', 'ada@example.org')});
 my ($ret, $out, $err) = $node->psql('postgres',
-	"SET ROLE crm_app; SELECT gdprcrm.track(1, $person, 'checkout', (SELECT props FROM staged))");
+	"SET ROLE crm_app; SET gdprcrm.purpose = 'operations'; SELECT gdprcrm.track(1, $person, 'checkout', (SELECT props FROM staged))");
 isnt($ret, 0, 'an event holding a card number is refused');
 like($err, qr/event property at \$\.checkout\.card looks like a payment card number/, 'naming its path');
 my $log = slurp_file($node->logfile);
@@ -54,7 +55,7 @@ unlike($log, qr/\Q@{[substr($card, 0, 4)]} @{[substr($card, 4, 4)]}\E/, 'nor its
 
 # Some CRM data, written as the application role.
 $node->safe_psql('postgres', q{
-	SET ROLE crm_app;
+	SET ROLE crm_app; SET gdprcrm.purpose = 'operations';
 	SELECT gdprcrm.identify(1, 'u-' || i, 'person' || i || '@example.org', jsonb_build_object('plan', 'pro'))
 	FROM generate_series(2, 50) AS i;
 	SELECT gdprcrm.track(1, p.id, 'login', '{}', '2026-05-01'::timestamptz + p.id * interval '1 hour')
@@ -67,7 +68,7 @@ $node->safe_psql('postgres', q{
 	INSERT INTO gdprcrm.person_companies (project_id, person_id, company_id, title)
 	SELECT 1, id, 1, 'Engineer' FROM gdprcrm.people;
 	RESET ROLE;
-	SET ROLE crm_other;
+	SET ROLE crm_other; SET gdprcrm.purpose = 'operations';
 	SELECT gdprcrm.identify(2, 'g-1', 'someone@globex.test');
 });
 my $summary_sql = q{
@@ -81,7 +82,7 @@ my $summary_sql = q{
 	       (SELECT md5(string_agg(gdprcrm.decrypt(email, 'crm.people.email', id), ',' ORDER BY id)) FROM gdprcrm.people) || '/' ||
 	       (SELECT md5(string_agg(gdprcrm.decrypt(body, 'crm.messages.body', person_id), ',' ORDER BY id)) FROM gdprcrm.messages)
 };
-my $before = $node->safe_psql('postgres', "SET ROLE crm_app; $summary_sql");
+my $before = $node->safe_psql('postgres', "SET ROLE crm_app; SET gdprcrm.purpose = 'operations'; $summary_sql");
 like($before, qr{^1/50/100/50/50/50/1/}, 'the application sees its 50 people and their data');
 my $next_person = $node->safe_psql('postgres', q{SELECT last_value FROM gdprcrm.people_id_seq});
 
@@ -99,18 +100,18 @@ $restored->safe_psql('postgres', q{
 });
 $restored->command_ok([ 'pg_restore', '--exit-on-error', '-d', $restored->connstr('postgres'), $dump ],
 	'pg_restore into a fresh cluster with the same root key');
-is($restored->safe_psql('postgres', "SET ROLE crm_app; $summary_sql"), $before,
+is($restored->safe_psql('postgres', "SET ROLE crm_app; SET gdprcrm.purpose = 'operations'; $summary_sql"), $before,
 	'every CRM table, partition and encrypted value is back');
 is($restored->safe_psql('postgres', q{SELECT last_value FROM gdprcrm.people_id_seq}), $next_person,
 	'sequences continue where they were');
-is($restored->safe_psql('postgres', q{SET ROLE crm_other; SELECT count(*) FROM gdprcrm.people}), '1',
+is($restored->safe_psql('postgres', q{SET ROLE crm_other; SET gdprcrm.purpose = 'operations'; SELECT count(*) FROM gdprcrm.people}), '1',
 	'row level security still separates the projects');
-is($restored->safe_psql('postgres', q{SET ROLE crm_app;
+is($restored->safe_psql('postgres', q{SET ROLE crm_app; SET gdprcrm.purpose = 'operations';
 	SELECT gdprcrm.identify(1, 'u-7', 'person7@example.org') = (SELECT id FROM gdprcrm.people WHERE external_id = 'u-7')}),
 	't', 'identify finds restored people by external id and email');
-$restored->safe_psql('postgres', q{SET ROLE crm_app;
+$restored->safe_psql('postgres', q{SET ROLE crm_app; SET gdprcrm.purpose = 'operations';
 	SELECT gdprcrm.track(1, (SELECT id FROM gdprcrm.people WHERE external_id = 'u-7'), 'after_restore', '{}', '2026-12-01')});
-is($restored->safe_psql('postgres', q{SET ROLE crm_app;
+is($restored->safe_psql('postgres', q{SET ROLE crm_app; SET gdprcrm.purpose = 'operations';
 	SELECT count(*) FROM gdprcrm.events WHERE name = 'after_restore'}), '1',
 	'tracking continues after the restore');
 
