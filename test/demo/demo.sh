@@ -154,7 +154,14 @@ CREATE ROLE demo_crm LOGIN IN ROLE gdprcrm_app;
 CREATE ROLE demo_rival LOGIN IN ROLE gdprcrm_app;
 SELECT gdprcrm.create_project('Acme Analytics', ARRAY['demo_crm']::name[]) AS acme,
        gdprcrm.create_project('Rival Inc', ARRAY['demo_rival']::name[]) AS rival;
+-- Why the application processes personal data, each with its lawful basis (Art. 6).
+SELECT gdprcrm.define_purpose('support', 'contract', 'Serving customers under their contract');
+SELECT gdprcrm.define_purpose('marketing', 'consent', 'Newsletters and product offers', interval '2 years');
+SELECT gdprcrm.define_purpose('product_analytics', 'legitimate_interests', 'Improving the product');
+SELECT gdprcrm.define_purpose('legal_claims', 'legal_obligation', 'Establishing or defending legal claims',
+                              NULL, false, true);
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 \timing on
 -- Every person through identify(): external id, email (encrypted, with its blind index), traits.
 SELECT count(gdprcrm.identify(1, 'user-' || i, 'user' || i || '@example.com',
@@ -183,12 +190,14 @@ RESET ROLE;
 ANALYZE gdprcrm.people;
 ANALYZE gdprcrm.events;
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 SELECT count(*) AS events, count(DISTINCT person_id) AS people_with_events FROM gdprcrm.events;
 SQL
 
 say "14. identify() is idempotent, and merges an anonymous visitor into the person"
 sql <<'SQL'
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 SELECT gdprcrm.identify(1, 'user-42') AS by_external_id,
        gdprcrm.identify(1, NULL, ' USER42@example.com ') AS by_email,
        gdprcrm.identify(1, 'user-42', 'user42@example.com') AS by_both;
@@ -206,6 +215,7 @@ SQL
 say "15. Lookup by email: an index scan on the blind index, then one decryption"
 sql <<'SQL'
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 EXPLAIN (COSTS OFF) SELECT id FROM gdprcrm.people
 WHERE project_id = 1 AND email_bidx = gdprcrm.blind_index(gdprcrm.normalize_email('User4711@Example.com'), 'email');
 SELECT id, external_id, gdprcrm.decrypt(email, 'crm.people.email', id) AS email, traits
@@ -219,6 +229,7 @@ SQL
 say "16. Restricted data is refused on every write, naming where it is, never what it is"
 sql <<'SQL'
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 \set ON_ERROR_STOP off
 SELECT gdprcrm.track(1, 42, 'checkout', '{"order": {"payment": {"card": "4111 1111 1111 1111"}}}');
 SELECT gdprcrm.identify(1, 'user-42', NULL, '{"diagnosis": "..."}');
@@ -228,9 +239,11 @@ SQL
 say "17. Teams: a role of another project sees none of these rows"
 sql <<'SQL'
 SET ROLE demo_rival;
+SET gdprcrm.purpose = 'support';
 SELECT (SELECT count(*) FROM gdprcrm.people) AS people, (SELECT count(*) FROM gdprcrm.events) AS events,
        (SELECT count(*) FROM gdprcrm.projects) AS projects;
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 SELECT (SELECT count(*) FROM gdprcrm.people) AS people, (SELECT count(*) FROM gdprcrm.events) AS events,
        (SELECT count(*) FROM gdprcrm.projects) AS projects;
 SQL
@@ -238,11 +251,49 @@ SQL
 say "18. Retention review: people neither updated nor seen for six months"
 sql <<'SQL'
 SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
 SELECT count(*) AS stale_people FROM gdprcrm.stale_people(1, interval '6 months');
 SELECT person_id, external_id, last_seen_at::date FROM gdprcrm.stale_people(1, interval '6 months') LIMIT 5;
 SQL
 
-say "19. A key command that prints anything but a key stops the server"
+say "19. Consent and purposes: the same query, different rows for different purposes"
+sql <<'SQL'
+SET ROLE demo_crm;
+-- 1,000 people subscribe to the newsletter, with where, how and under which notice.
+SELECT count(gdprcrm.grant_consent(id, 'marketing', 'signup form', 'checkbox', 'privacy-notice-v4',
+                                   'Yes, send me the monthly newsletter'))
+       AS consents_recorded
+FROM generate_series(1, 1000) AS id;
+-- Two withdraw, one objects to analytics, one asks to restrict processing (Art. 18).
+SELECT gdprcrm.withdraw_consent(7, 'marketing', 'unsubscribe link') > 0 AS withdrawn,
+       gdprcrm.withdraw_consent(8, 'marketing', 'unsubscribe link') > 0 AS withdrawn,
+       gdprcrm.object(9, 'product_analytics') > 0 AS objected,
+       gdprcrm.restrict_processing(10, 'accuracy of the data contested') > 0 AS restricted;
+-- One query, four purposes:
+SET gdprcrm.purpose = 'support';
+SELECT 'support' AS purpose, count(*) AS people_visible FROM gdprcrm.people WHERE project_id = 1;
+SET gdprcrm.purpose = 'marketing';
+SELECT 'marketing' AS purpose, count(*) AS people_visible FROM gdprcrm.people WHERE project_id = 1;
+SET gdprcrm.purpose = 'product_analytics';
+SELECT 'product_analytics' AS purpose, count(*) AS people_visible FROM gdprcrm.people WHERE project_id = 1;
+SET gdprcrm.purpose = 'legal_claims';
+SELECT 'legal_claims' AS purpose, count(*) AS people_visible FROM gdprcrm.people WHERE project_id = 1;
+-- Events follow their person: marketing sees the history of subscribers only.
+SET gdprcrm.purpose = 'marketing';
+SELECT count(*) AS events_visible_for_marketing FROM gdprcrm.events;
+-- No purpose declared: nothing, and a way to ask why.
+RESET gdprcrm.purpose;
+SELECT count(*) AS people_visible_without_purpose FROM gdprcrm.people;
+SELECT id, gdprcrm.explain_access(id, 'marketing') AS why FROM generate_series(6, 10) AS id;
+-- Behind a transaction pooler the purpose is declared per transaction:
+BEGIN;
+SELECT gdprcrm.set_purpose('marketing');
+SELECT count(*) AS inside_the_request FROM gdprcrm.people;
+COMMIT;
+SELECT count(*) AS next_request_on_same_connection FROM gdprcrm.people;
+SQL
+
+say "20. A key command that prints anything but a key stops the server"
 pg_ctl stop
 echo "gdprcrm.key_command = 'echo not-a-key-but-a-secret'" >> "$data/postgresql.conf"
 if pg_ctl start 2>/dev/null; then
