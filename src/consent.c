@@ -10,6 +10,12 @@
  * without an entry has given no consent, made no objection, and is
  * neither restricted nor erased.
  *
+ * Per row, the decision for the declared purpose is one bit test: person
+ * ids are dense sequence values, so each purpose in use has a bitmap of its
+ * decision indexed by subject id, built from the hash table when first
+ * needed and grown on demand (subjects beyond MAX_BITMAP_SUBJECTS, or
+ * negative, are decided from the hash table).
+ *
  * Invalidation: the ledger functions (and shred_subject_key) call
  * consent_publish() for each subject they change; when the transaction
  * commits, the subjects are appended to a ring in shared memory and a
@@ -50,6 +56,17 @@ typedef struct Purpose
 	LawfulBasis basis;
 	bool		allowed_when_restricted;
 } Purpose;
+
+/* Decision bitmap of one purpose: bit s set when lawful for subject s. */
+typedef struct DecisionBits
+{
+	uint64	   *words;			/* NULL until built */
+	uint64		subjects;		/* covers subjects 0 .. subjects - 1 */
+} DecisionBits;
+
+/* 256M subjects: 32 MB per purpose at most. */
+#define MAX_BITMAP_SUBJECTS (UINT64CONST(1) << 28)
+#define MIN_BITMAP_SUBJECTS (UINT64CONST(1) << 16)
 
 typedef struct StateEntry
 {
@@ -92,16 +109,94 @@ static uint64 seen_seq = 0;
 
 static Purpose *purposes = NULL;
 static int	purpose_count = 0;
+static DecisionBits bits[64];	/* by index into purposes */
 
 /* The purpose last resolved from gdprcrm.purpose (resolved may be NULL). */
 static bool resolved_valid = false;
-static char resolved_name[NAMEDATALEN];
+static uint64 resolved_generation = 0;
 static const Purpose *resolved = NULL;
 
 /* Subjects changed by the current transaction, published at commit. */
 static int64 *pending = NULL;
 static int	pending_count = 0;
 static int	pending_size = 0;
+
+static bool decide(const Purpose *p, const StateEntry *s);
+
+static void
+forget_bitmaps(void)
+{
+	for (int i = 0; i < 64; i++)
+	{
+		if (bits[i].words != NULL)
+			pfree(bits[i].words);
+		bits[i].words = NULL;
+		bits[i].subjects = 0;
+	}
+}
+
+/*
+ * build_bitmap
+ *	  (Re)build purpose i's bitmap to cover at least subject want: every
+ *	  bit the default decision, then each subject with a state decided.
+ */
+static void
+build_bitmap(int i, uint64 want)
+{
+	const Purpose *p = &purposes[i];
+	DecisionBits *b = &bits[i];
+	uint64		subjects = Max(b->subjects, MIN_BITMAP_SUBJECTS);
+	statecache_iterator it;
+	StateEntry *e;
+
+	while (subjects <= want)
+		subjects *= 2;
+	subjects = Min(subjects, MAX_BITMAP_SUBJECTS);
+	if (b->words != NULL)
+		pfree(b->words);
+	b->words = MemoryContextAllocHuge(state_context, subjects / 8);
+	memset(b->words, decide(p, NULL) ? 0xff : 0x00, subjects / 8);
+	b->subjects = subjects;
+
+	statecache_start_iterate(states, &it);
+	while ((e = statecache_iterate(states, &it)) != NULL)
+	{
+		if (e->subject >= 0 && (uint64) e->subject < subjects)
+		{
+			uint64		mask = UINT64CONST(1) << (e->subject % 64);
+
+			if (decide(p, e))
+				b->words[e->subject / 64] |= mask;
+			else
+				b->words[e->subject / 64] &= ~mask;
+		}
+	}
+}
+
+/* Bring every built bitmap in line with one subject's (new) state. */
+static void
+update_bitmaps(int64 subject)
+{
+	const StateEntry *e;
+
+	if (subject < 0)
+		return;
+	e = statecache_lookup(states, subject);
+	for (int i = 0; i < purpose_count; i++)
+	{
+		DecisionBits *b = &bits[i];
+
+		if (b->words != NULL && (uint64) subject < b->subjects)
+		{
+			uint64		mask = UINT64CONST(1) << (subject % 64);
+
+			if (decide(&purposes[i], e))
+				b->words[subject / 64] |= mask;
+			else
+				b->words[subject / 64] &= ~mask;
+		}
+	}
+}
 
 static LawfulBasis
 parse_basis(const char *basis)
@@ -143,6 +238,7 @@ load_purposes(void)
 {
 	if (purposes == NULL)
 		purposes = MemoryContextAlloc(state_context, 64 * sizeof(Purpose));
+	forget_bitmaps();
 	purpose_count = 0;
 	resolved_valid = false;
 	resolved = NULL;
@@ -244,6 +340,8 @@ catch_up(void)
 		load_purposes();
 	if (count > 0)
 		store_scan_subject_states(changed, count, set_state, NULL);
+	for (int i = 0; i < count; i++)
+		update_bitmaps(changed[i]);
 	pfree(changed);
 	seen_seq = seq;
 }
@@ -251,8 +349,8 @@ catch_up(void)
 /*
  * current_purpose
  *	  The declared purpose (gdprcrm.purpose), or NULL when none is declared
- *	  or it is not defined.  Resolved again only when the setting's value
- *	  changes (compared by content: a new value may reuse the old memory).
+ *	  or it is not defined.  Resolved again only when the setting was
+ *	  assigned since (gdprcrm_purpose_generation) or the purposes changed.
  */
 static const Purpose *
 current_purpose(void)
@@ -261,13 +359,13 @@ current_purpose(void)
 
 	if (name == NULL || name[0] == '\0')
 		return NULL;
-	if (resolved_valid && strcmp(name, resolved_name) == 0)
+	if (resolved_valid && resolved_generation == gdprcrm_purpose_generation)
 		return resolved;
 	resolved = NULL;
 	for (int i = 0; i < purpose_count; i++)
 		if (strcmp(purposes[i].name, name) == 0)
 			resolved = &purposes[i];
-	strlcpy(resolved_name, name, sizeof(resolved_name));
+	resolved_generation = gdprcrm_purpose_generation;
 	resolved_valid = true;
 	return resolved;
 }
@@ -316,12 +414,22 @@ gdprcrm_lawful(PG_FUNCTION_ARGS)
 	int64		subject = PG_GETARG_INT64(0);
 	const Purpose *p;
 
+	DecisionBits *b;
+
 	if (gdprcrm_purpose == NULL || gdprcrm_purpose[0] == '\0')
 		PG_RETURN_BOOL(false);
 	catch_up();
 	p = current_purpose();
 	if (p == NULL)
 		PG_RETURN_BOOL(false);
+
+	b = &bits[p - purposes];
+	if (subject >= 0 && (uint64) subject < MAX_BITMAP_SUBJECTS)
+	{
+		if (b->words == NULL || (uint64) subject >= b->subjects)
+			build_bitmap(p - purposes, (uint64) subject);
+		PG_RETURN_BOOL((b->words[subject / 64] >> (subject % 64)) & 1);
+	}
 	PG_RETURN_BOOL(decide(p, statecache_lookup(states, subject)));
 }
 

@@ -94,6 +94,19 @@ char	   *gdprcrm_special_category_keys = NULL;
  */
 char	   *gdprcrm_purpose = NULL;
 
+/*
+ * Bumped whenever gdprcrm.purpose is assigned (SET, RESET, SET LOCAL, the
+ * end of a transaction restoring it), so the row filter resolves the
+ * purpose again only then instead of comparing its name on every row.
+ */
+uint64		gdprcrm_purpose_generation = 0;
+
+static void
+assign_purpose(const char *newval pg_attribute_unused(), void *extra pg_attribute_unused())
+{
+	gdprcrm_purpose_generation++;
+}
+
 static void define_postmaster_settings(void);
 static bool check_cipher(int *newval, void **extra, GucSource source);
 
@@ -149,7 +162,7 @@ guc_init(void)
 							   "",
 							   PGC_USERSET,
 							   0,
-							   NULL, NULL, NULL);
+							   NULL, assign_purpose, NULL);
 
 	DefineCustomStringVariable("gdprcrm.special_category_keys",
 							   "Comma-separated terms whose appearance as a key in CRM properties is refused.",

@@ -28,6 +28,7 @@ extern char *gdprcrm_special_category_keys;
 
 /* The session's declared purpose of processing; empty when none. */
 extern char *gdprcrm_purpose;
+extern uint64 gdprcrm_purpose_generation;
 
 extern void guc_init(void);
 
