@@ -38,6 +38,7 @@
 #include "guc.h"
 #include "shmem.h"
 #include "store.h"
+#include "subject_hash.h"
 
 typedef enum LawfulBasis
 {
@@ -77,19 +78,6 @@ typedef struct StateEntry
 	bool		erased;
 	char		status;			/* simplehash's */
 } StateEntry;
-
-static inline uint32
-hash_subject(int64 subject)
-{
-	uint64		h = (uint64) subject;
-
-	h ^= h >> 30;
-	h *= UINT64CONST(0xbf58476d1ce4e5b9);
-	h ^= h >> 27;
-	h *= UINT64CONST(0x94d049bb133111eb);
-	h ^= h >> 31;
-	return (uint32) h;
-}
 
 #define SH_PREFIX statecache
 #define SH_ELEMENT_TYPE StateEntry

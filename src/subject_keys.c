@@ -39,6 +39,7 @@
 #include "keyring.h"
 #include "shmem.h"
 #include "store.h"
+#include "subject_hash.h"
 #include "subject_keys.h"
 
 /*
@@ -59,20 +60,6 @@ typedef struct CachedKey
 	bool		destroyed;		/* a tombstone; slot unused */
 	bool		referenced;		/* CLOCK: used since the hand last passed */
 } CachedKey;
-
-static inline uint32
-hash_subject(int64 subject)
-{
-	uint64		h = (uint64) subject;
-
-	/* splitmix64 finaliser: spreads sequential ids over the table */
-	h ^= h >> 30;
-	h *= UINT64CONST(0xbf58476d1ce4e5b9);
-	h ^= h >> 27;
-	h *= UINT64CONST(0x94d049bb133111eb);
-	h ^= h >> 31;
-	return (uint32) h;
-}
 
 #define SH_PREFIX keycache
 #define SH_ELEMENT_TYPE CachedKey

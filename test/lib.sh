@@ -38,3 +38,23 @@ copy_tree_for_run_user() {
     tar --exclude=./.git -cf - . | tar -xf - -C "$dest"
     if [ "$(id -u)" -eq 0 ]; then chown -R "$run_user" "$dest"; fi
 }
+
+# init_private_instance DIR PORT [SETTING...]: a new data directory DIR/data,
+# owned by the run user, reachable only through a Unix socket in DIR (no
+# TCP listener, so it cannot clash with another server), with gdprcrm
+# preloaded and each SETTING appended to postgresql.conf.  Start it with
+# pg_ctl -D DIR/data.
+init_private_instance() {
+    local dir=$1 port=$2
+    shift 2
+    if [ "$(id -u)" -eq 0 ]; then chown "$run_user" "$dir"; fi
+    as_run_user "$("$PG_CONFIG" --bindir)/initdb" -D "$dir/data" -A trust -U postgres \
+        -E UTF8 --locale=C >/dev/null
+    {
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+        echo "port = $port"
+        echo "shared_preload_libraries = 'gdprcrm'"
+        printf '%s\n' "$@"
+    } >> "$dir/data/postgresql.conf"
+}

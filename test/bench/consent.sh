@@ -29,25 +29,13 @@ events=${EVENTS:-10000000}
 reps=${REPS:-3}
 bindir=$("$PG_CONFIG" --bindir)
 dir=$(mktemp -d /tmp/gdprcrm-bench-consent.XXXXXX)
-[ "$(id -u)" -eq 0 ] && chown "$run_user" "$dir"
 port=5497
 
 cleanup() { as_run_user "$bindir/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
-as_run_user "$bindir/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
-cat >> "$dir/data/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$dir'
-port = $port
-shared_preload_libraries = 'gdprcrm'
-shared_buffers = 2GB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-autovacuum = off
-max_parallel_workers_per_gather = 0
-jit = off
-CONF
+init_private_instance "$dir" "$port" "shared_buffers = 2GB" "max_wal_size = 16GB" \
+    "checkpoint_timeout = 30min" "autovacuum = off" "max_parallel_workers_per_gather = 0" "jit = off"
 as_run_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
 psql() { as_run_user "$bindir/psql" -X -q -h "$dir" -p $port -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
@@ -71,10 +59,18 @@ FROM generate_series(1, $events) AS i;
 CREATE SCHEMA bench;
 CREATE TABLE bench.consents (subject bigint, purpose text, granted boolean, PRIMARY KEY (subject, purpose));
 INSERT INTO bench.consents SELECT i, 'newsletter', true FROM generate_series(1, $people, 2) AS i;
-CREATE TABLE bench.people_none AS SELECT * FROM gdprcrm.people;
-CREATE TABLE bench.events_none AS SELECT * FROM gdprcrm.events;
-CREATE TABLE bench.people_naive AS SELECT * FROM gdprcrm.people;
-CREATE TABLE bench.events_naive AS SELECT * FROM gdprcrm.events;
+-- Copies with the same indexes as the real tables, so that the planner
+-- has the same choices for all three.
+CREATE TABLE bench.people_none (LIKE gdprcrm.people INCLUDING INDEXES);
+CREATE TABLE bench.people_naive (LIKE gdprcrm.people INCLUDING INDEXES);
+INSERT INTO bench.people_none SELECT * FROM gdprcrm.people;
+INSERT INTO bench.people_naive SELECT * FROM gdprcrm.people;
+CREATE TABLE bench.events_none (LIKE gdprcrm.events, PRIMARY KEY (person_id, occurred_at, id));
+CREATE TABLE bench.events_naive (LIKE gdprcrm.events, PRIMARY KEY (person_id, occurred_at, id));
+CREATE INDEX ON bench.events_none (project_id, occurred_at);
+CREATE INDEX ON bench.events_naive (project_id, occurred_at);
+INSERT INTO bench.events_none SELECT * FROM gdprcrm.events;
+INSERT INTO bench.events_naive SELECT * FROM gdprcrm.events;
 DO \$\$
 DECLARE t text; c text;
 BEGIN

@@ -92,24 +92,12 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (figures vary on a
 
 # ---------------------------------------------------------------- instance
 echo "== starting a private instance in $work"
-[ "$(id -u)" -eq 0 ] && chown "$run_user" "$work"
-as_run_user "$bindir/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
-cat >> "$data/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$work'
-port = $port
-shared_preload_libraries = 'gdprcrm'
-shared_buffers = 1GB
-max_wal_size = 8GB
-min_wal_size = 1GB
-checkpoint_timeout = 30min
-maintenance_work_mem = 256MB
+init_private_instance "$work" "$port" \
+    "shared_buffers = 1GB" "max_wal_size = 8GB" "min_wal_size = 1GB" \
+    "checkpoint_timeout = 30min" "maintenance_work_mem = 256MB" \
+    "autovacuum = off" "max_parallel_workers_per_gather = 0" "jit = off"
 # Timed statements run alone: no autovacuum, no parallel or JIT plans
 # (gdprcrm.decrypt is parallel restricted, plain scans would go parallel).
-autovacuum = off
-max_parallel_workers_per_gather = 0
-jit = off
-CONF
 if ! as_run_user "$bindir/pg_ctl" -D "$data" -l "$work/server.log" -w start >/dev/null; then
     cat "$work/server.log" >&2
     exit 1

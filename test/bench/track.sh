@@ -11,8 +11,9 @@
 #          gdprcrm.events, but no row level security, no restricted-data
 #          check and no last-seen update;
 #   track  SELECT gdprcrm.track(...), which also checks the properties for
-#          restricted data, goes through row level security and keeps
-#          people.last_seen_at.
+#          restricted data, goes through row level security (team and
+#          purpose filters) and keeps people.last_seen_at, with the role's
+#          purpose set to a contract-based one.
 # Prints transactions per second of each and the ratio track/plain.
 # Target: track at least half the plain rate.
 set -euo pipefail
@@ -23,21 +24,12 @@ seconds=${SECONDS_PER_RUN:-30}
 clients=${CLIENTS:-2}
 bindir=$("$PG_CONFIG" --bindir)
 dir=$(mktemp -d /tmp/gdprcrm-bench-track.XXXXXX)
-[ "$(id -u)" -eq 0 ] && chown "$run_user" "$dir"
 port=5498
 
 cleanup() { as_run_user "$bindir/pg_ctl" -D "$dir/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
-as_run_user "$bindir/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
-cat >> "$dir/data/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$dir'
-port = $port
-shared_preload_libraries = 'gdprcrm'
-shared_buffers = 512MB
-max_wal_size = 4GB
-CONF
+init_private_instance "$dir" "$port" "shared_buffers = 512MB" "max_wal_size = 4GB"
 as_run_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w start >/dev/null
 psql() { as_run_user "$bindir/psql" -X -q -h "$dir" -p $port -d postgres -v ON_ERROR_STOP=1 "$@"; }
 
@@ -47,6 +39,9 @@ CREATE EXTENSION gdprcrm;
 SELECT gdprcrm.create_event_partitions(('$month'::date - interval '1 month')::date, ('$month'::date + interval '2 months')::date);
 CREATE ROLE bench_app LOGIN IN ROLE gdprcrm_app;
 SELECT gdprcrm.create_project('bench', ARRAY['bench_app']::name[]);
+-- track() updates last_seen_at only under a purpose lawful for the person.
+SELECT gdprcrm.define_purpose('operations', 'contract', 'Operating the product');
+ALTER ROLE bench_app SET gdprcrm.purpose = 'operations';
 SET ROLE bench_app;
 SELECT count(gdprcrm.identify(1, 'u' || i, 'user' || i || '@example.com')) FROM generate_series(1, 10000) AS i;
 RESET ROLE;

@@ -37,15 +37,8 @@ bindir=$("$PG_CONFIG" --bindir)
 note "installed gdprcrm $(sed -n "s/^default_version = '\(.*\)'/\1/p" gdprcrm.control) into $("$PG_CONFIG" --pkglibdir)"
 
 say "2. A private PostgreSQL instance with gdprcrm preloaded"
-[ "$(id -u)" -eq 0 ] && chown "$run_user" "$demo"
-as_run_user "$bindir/initdb" -D "$data" -A trust -U postgres >/dev/null
-cat >> "$data/postgresql.conf" <<CONF
-listen_addresses = ''
-unix_socket_directories = '$demo'
-port = $port
-shared_preload_libraries = 'gdprcrm'
 # gdprcrm.key_command is left empty: the development key file is used.
-CONF
+init_private_instance "$demo" "$port"
 pg_ctl start
 note "data directory: $data (socket in $demo, no TCP listener)"
 note "the server log at start:"
