@@ -169,7 +169,12 @@ SET ROLE regress_eve;
 SELECT gdprcrm.grant_consent(:p6, 'marketing') > 0 AS granted_before_erasure;
 SET gdprcrm.purpose = 'support';
 SELECT count(*) AS before_erasure FROM gdprcrm.people;
+-- Erasure is not an application's call to make.
 SELECT gdprcrm.shred_subject_key(:p6);
+RESET ROLE;
+SELECT gdprcrm.shred_subject_key(:p6);
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'support';
 SELECT count(*) AS after_erasure FROM gdprcrm.people;
 SELECT gdprcrm.grant_consent(:p6, 'marketing');
 RESET ROLE;
@@ -177,6 +182,56 @@ SELECT gdprcrm.grant_consent(:p1, 'marketing', 'again') > 0 AS regranted;
 DELETE FROM gdprcrm.consent_events WHERE subject = :p1;
 DELETE FROM gdprcrm.consent_events WHERE subject = :p6;
 SELECT count(*) AS ledger_rows_of_erased FROM gdprcrm.consent_events WHERE subject = :p6;
+
+-- Consent is recorded only for existing people, never for id 0 or for ids
+-- not yet created (which would pre-consent whoever gets them).
+SET ROLE regress_eve;
+SELECT gdprcrm.grant_consent(0, 'marketing');
+SELECT gdprcrm.grant_consent(:p6 + 1000, 'marketing');
+SELECT gdprcrm.restrict_processing(-5, 'x');
+
+-- A transaction sees its own consent changes at once, and a rolled-back
+-- change leaves nothing behind.
+SET gdprcrm.purpose = 'marketing';
+BEGIN;
+SELECT gdprcrm.grant_consent(:p3, 'marketing') > 0 AS granted_in_transaction;
+SELECT count(*) AS own_write_visible FROM gdprcrm.people WHERE id = :p3;
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM gdprcrm.people WHERE id = :p3;
+
+-- Rows cannot be moved to another person by an application.
+SET gdprcrm.purpose = 'support';
+UPDATE gdprcrm.events SET person_id = :p2 WHERE person_id = :p1;
+UPDATE gdprcrm.people SET id = id + 100 WHERE id = :p1;
+UPDATE gdprcrm.people SET traits = '{"tier": "gold"}' WHERE id = :p1;
+SELECT traits FROM gdprcrm.people WHERE id = :p1;
+SELECT count(*) AS identities_visible FROM gdprcrm.person_identities;
+INSERT INTO gdprcrm.person_identities VALUES (:proj, 'email', '\x00', :p1);
+-- merge_people is identify()'s tool, not an application's.
+SELECT gdprcrm.merge_people(:proj, :p2, :p1);
+RESET ROLE;
+
+-- A card number used as a key is refused without being echoed.
+SELECT gdprcrm.check_unrestricted('{"cards": {"4111 1111 1111 1111": true}}', 'test document');
+
+-- The lawful basis of an existing purpose is changed only by a superuser.
+CREATE ROLE regress_admin IN ROLE gdprcrm_admin;
+SET ROLE regress_admin;
+SELECT gdprcrm.define_purpose('marketing', 'legitimate_interests', 'Newsletters and offers');
+SELECT gdprcrm.define_purpose('marketing', 'consent', 'Newsletters, offers and events', interval '2 years');
+RESET ROLE;
+SELECT lawful_basis, description FROM gdprcrm.purposes WHERE name = 'marketing';
+
+-- Parallel mode: decrypting and filtering still work (no new snapshot is
+-- taken there), from a fresh backend whose caches are empty.
+\c
+SET force_parallel_mode = on;
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'marketing';
+SELECT count(*) AS parallel_mode_people, count(gdprcrm.decrypt(email, 'crm.people.email', id)) AS decrypted
+FROM gdprcrm.people;
+RESET ROLE;
+RESET force_parallel_mode;
 
 -- A transaction that changed consent cannot be prepared.
 BEGIN;
@@ -191,5 +246,6 @@ SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_cl
 WHERE e.extname = 'gdprcrm' AND c.relname IN ('purposes', 'consent_events', 'restriction_events', 'subject_state')
 ORDER BY 1;
 DROP FUNCTION leak(bigint);
+DROP ROLE regress_admin;
 DROP VIEW visible_people;
 DROP FUNCTION count_people();

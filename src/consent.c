@@ -104,10 +104,15 @@ static bool resolved_valid = false;
 static uint64 resolved_generation = 0;
 static const Purpose *resolved = NULL;
 
-/* Subjects changed by the current transaction, published at commit. */
+/*
+ * Subjects changed by the current transaction: published at commit (kept
+ * unsorted with duplicates until then), and refreshed in this backend at
+ * its next decision, so that it reads its own writes.
+ */
 static int64 *pending = NULL;
 static int	pending_count = 0;
 static int	pending_size = 0;
+static int	pending_refreshed = 0;	/* pending[0 .. n-1] already refreshed */
 
 static bool decide(const Purpose *p, const StateEntry *s);
 
@@ -282,8 +287,34 @@ full_load(uint64 seq)
 }
 
 /*
+ * refresh_subjects
+ *	  Fetch again the state of the given subjects (0: the purposes) and
+ *	  bring the decision bitmaps in line.
+ */
+static void
+refresh_subjects(const int64 *subjects, int count)
+{
+	bool		purposes_changed = false;
+
+	for (int i = 0; i < count; i++)
+	{
+		if (subjects[i] == 0)
+			purposes_changed = true;
+		else
+			statecache_delete(states, subjects[i]);
+	}
+	if (purposes_changed)
+		load_purposes();
+	if (count > 0)
+		store_scan_subject_states(subjects, count, set_state, NULL);
+	for (int i = 0; i < count; i++)
+		update_bitmaps(subjects[i]);
+}
+
+/*
  * catch_up
- *	  Bring this backend's copy up to the last committed change.  The
+ *	  Bring this backend's copy up to the last committed change, and to
+ *	  this transaction's own changes.  The
  *	  sequence is read before anything is fetched, so a change committed
  *	  meanwhile is fetched again next time rather than missed.
  */
@@ -293,7 +324,6 @@ catch_up(void)
 	uint64		seq;
 	int64	   *changed;
 	int			count;
-	bool		purposes_changed = false;
 
 	if (!shmem_available())
 		ereport(ERROR,
@@ -302,6 +332,9 @@ catch_up(void)
 				 errdetail("Backends learn of consent changes through shared memory."),
 				 errhint("Add gdprcrm to shared_preload_libraries in postgresql.conf and restart the server.")));
 	seq = shmem_state_seq();
+	if (loaded && pending_refreshed < pending_count)
+		refresh_subjects(pending + pending_refreshed, pending_count - pending_refreshed);
+	pending_refreshed = pending_count;
 	if (loaded && seq == seen_seq)
 		return;
 	if (!loaded)
@@ -317,19 +350,7 @@ catch_up(void)
 		full_load(seq);
 		return;
 	}
-	for (int i = 0; i < count; i++)
-	{
-		if (changed[i] == 0)
-			purposes_changed = true;
-		else
-			statecache_delete(states, changed[i]);
-	}
-	if (purposes_changed)
-		load_purposes();
-	if (count > 0)
-		store_scan_subject_states(changed, count, set_state, NULL);
-	for (int i = 0; i < count; i++)
-		update_bitmaps(changed[i]);
+	refresh_subjects(changed, count);
 	pfree(changed);
 	seen_seq = seq;
 }
@@ -424,14 +445,14 @@ gdprcrm_lawful(PG_FUNCTION_ARGS)
 /*
  * consent_publish
  *	  Remember that the current transaction changed subject's state (0: the
- *	  purposes), to be announced to every backend when it commits.
+ *	  purposes), to be refreshed by this backend at its next decision and
+ *	  announced to every backend when the transaction commits.
  */
 void
 consent_publish(int64 subject)
 {
-	for (int i = 0; i < pending_count; i++)
-		if (pending[i] == subject)
-			return;
+	if (pending_count > 0 && pending[pending_count - 1] == subject)
+		return;
 	if (pending_count == pending_size)
 	{
 		pending_size = pending_size == 0 ? 64 : pending_size * 2;
@@ -454,6 +475,15 @@ gdprcrm_publish_state_change(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
 static void
 xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
@@ -468,13 +498,28 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (pending_count > 0)
-				shmem_publish_state_changes(pending, pending_count, MyDatabaseId);
-			pending_count = 0;
+			{
+				int			n = 1;
+
+				qsort(pending, pending_count, sizeof(int64), compare_int64);
+				for (int i = 1; i < pending_count; i++)
+					if (pending[i] != pending[n - 1])
+						pending[n++] = pending[i];
+				shmem_publish_state_changes(pending, n, MyDatabaseId);
+			}
+			pending_count = pending_refreshed = 0;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			pending_count = 0;
+
+			/*
+			 * This backend may have read its own changes, now undone: start
+			 * over from the committed state at its next decision.
+			 */
+			if (pending_count > 0)
+				loaded = false;
+			pending_count = pending_refreshed = 0;
 			break;
 		default:
 			break;

@@ -14,13 +14,17 @@
  * backend.  The state therefore lives in its own mapping, marked
  * MADV_WIPEONFORK where the kernel has it (a child sees it zeroed), and is
  * tied to the process that seeded it: a state whose owner is not MyProcPid
- * is reseeded from getrandom(2) before use.  Either check alone suffices.
+ * is reseeded from getrandom(2) before use.  PostgreSQL sets MyProcPid in
+ * every child it forks; for a fork(2) made by other code (a procedural
+ * language, another extension), a pthread_atfork child handler forgets the
+ * owner too, so no kernel feature is needed for safety.
  *
  * This file uses no palloc or ereport so that test/bench can link it.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 
 #include <sodium.h>
@@ -46,6 +50,14 @@ typedef struct CsprngState
 static CsprngState *state = NULL;
 static bool mapping_failed = false;
 
+/* In a forked child: the inherited state must be reseeded before use. */
+static void
+forget_owner_in_child(void)
+{
+	if (state != NULL)
+		state->owner_pid = 0;
+}
+
 /*
  * state_for_this_process
  *	  The generator state, seeded by this process; NULL if no mapping could
@@ -67,6 +79,7 @@ state_for_this_process(void)
 			mapping_failed = true;
 			return NULL;
 		}
+		(void) pthread_atfork(NULL, NULL, forget_owner_in_child);
 #ifdef MADV_WIPEONFORK
 		(void) madvise(p, sizeof(CsprngState), MADV_WIPEONFORK);
 #endif
@@ -76,7 +89,7 @@ state_for_this_process(void)
 		state = p;
 	}
 
-	if (state->owner_pid != MyProcPid || MyProcPid == 0)
+	if (state->owner_pid != MyProcPid || state->owner_pid == 0)
 	{
 		randombytes_buf(state->key, sizeof(state->key));
 		sodium_memzero(state->block, sizeof(state->block));

@@ -89,12 +89,22 @@ database_keys_get(DatabaseKeyPurpose purpose)
 		csprng_fill(cached_keys[purpose], KEYRING_KEY_BYTES);
 		keyring_wrap(spec->wrapped_by, ad, ad_len, cached_keys[purpose], row.wrapped);
 		strlcpy(row.wrapped_with, keyring_fingerprint(), sizeof(row.wrapped_with));
-		if (store_insert_database_key(spec->name, &row))
+		PG_TRY();
 		{
-			created_in_xact = true;
-			cached[purpose] = true;
-			return cached_keys[purpose];
+			if (store_insert_database_key(spec->name, &row))
+			{
+				created_in_xact = true;
+				cached[purpose] = true;
+			}
 		}
+		PG_CATCH();
+		{
+			sodium_memzero(cached_keys[purpose], KEYRING_KEY_BYTES);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		if (cached[purpose])
+			return cached_keys[purpose];
 		sodium_memzero(cached_keys[purpose], KEYRING_KEY_BYTES);
 		if (!store_fetch_database_key(spec->name, &row))
 			ereport(ERROR,

@@ -201,10 +201,11 @@ contains_card_number(const char *s, int len)
 
 /*
  * append_path
- *	  Render the JSON path of the current position, as in $.a."b c"[2].
+ *	  Render the JSON path of the current position, as in $.a."b c"[2];
+ *	  with hide_last_key, the innermost key is shown as <key>.
  */
 static void
-append_path(StringInfo buf, const PathLevel *levels, int depth)
+append_path(StringInfo buf, const PathLevel *levels, int depth, bool hide_last_key)
 {
 	appendStringInfoChar(buf, '$');
 	for (int d = 0; d < depth; d++)
@@ -213,6 +214,8 @@ append_path(StringInfo buf, const PathLevel *levels, int depth)
 
 		if (l->in_array)
 			appendStringInfo(buf, "[%d]", l->index - 1);
+		else if (l->key != NULL && hide_last_key && d == depth - 1)
+			appendStringInfoString(buf, ".<key>");
 		else if (l->key != NULL)
 		{
 			bool		plain = l->key_len > 0;
@@ -242,12 +245,13 @@ append_path(StringInfo buf, const PathLevel *levels, int depth)
 }
 
 static void
-refuse_card(const char *what, const PathLevel *levels, int depth)
+refuse_card(const char *what, const PathLevel *levels, int depth, bool in_key)
 {
 	StringInfoData path;
 
 	initStringInfo(&path);
-	append_path(&path, levels, depth);
+	/* When the number is the key itself, the path must not show it. */
+	append_path(&path, levels, depth, in_key);
 	ereport(ERROR,
 			(errcode(ERRCODE_CHECK_VIOLATION),
 			 errmsg("%s at %s looks like a payment card number", what, path.data),
@@ -310,7 +314,7 @@ gdprcrm_check_unrestricted(PG_FUNCTION_ARGS)
 						StringInfoData path;
 
 						initStringInfo(&path);
-						append_path(&path, levels, depth);
+						append_path(&path, levels, depth, false);
 						ereport(ERROR,
 								(errcode(ERRCODE_CHECK_VIOLATION),
 								 errmsg("%s at %s is special-category personal data (%s)",
@@ -319,7 +323,7 @@ gdprcrm_check_unrestricted(PG_FUNCTION_ARGS)
 								 errhint("Remove the property, or ask an administrator to review gdprcrm.special_category_keys.")));
 					}
 					if (contains_card_number(v.val.string.val, v.val.string.len))
-						refuse_card(what, levels, depth);
+						refuse_card(what, levels, depth, true);
 					break;
 				}
 			case WJB_ELEM:
@@ -329,14 +333,14 @@ gdprcrm_check_unrestricted(PG_FUNCTION_ARGS)
 			case WJB_VALUE:
 				if (v.type == jbvString &&
 					contains_card_number(v.val.string.val, v.val.string.len))
-					refuse_card(what, levels, depth);
+					refuse_card(what, levels, depth, false);
 				else if (v.type == jbvNumeric)
 				{
 					char	   *digits = DatumGetCString(DirectFunctionCall1(numeric_out,
 																			 NumericGetDatum(v.val.numeric)));
 
 					if (contains_card_number(digits, strlen(digits)))
-						refuse_card(what, levels, depth);
+						refuse_card(what, levels, depth, false);
 					pfree(digits);
 				}
 				break;

@@ -12,7 +12,8 @@
  *
  * Reads use the latest snapshot rather than the transaction's: once a key
  * is destroyed and committed, even a REPEATABLE READ transaction that
- * started earlier must not load it again.
+ * started earlier must not load it again.  (In parallel mode PostgreSQL
+ * allows no new snapshot, and the statement's own is used.)
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -21,6 +22,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "access/parallel.h"
 #include "utils/array.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -44,7 +46,6 @@ typedef struct StoreSession
 static SPIPlanPtr fetch_subject_plan = NULL;
 static SPIPlanPtr insert_subject_plan = NULL;
 static SPIPlanPtr destroy_subject_plan = NULL;
-static SPIPlanPtr tombstone_subject_plan = NULL;
 static SPIPlanPtr fetch_database_plan = NULL;
 static SPIPlanPtr insert_database_plan = NULL;
 static SPIPlanPtr scan_purposes_plan = NULL;
@@ -93,6 +94,18 @@ store_end(StoreSession *session)
 {
 	SPI_finish();
 	SetUserIdAndSecContext(session->saved_user, session->saved_context);
+}
+
+/*
+ * read_snapshot
+ *	  The latest snapshot, so that a destroyed key or a withdrawn consent is
+ *	  seen at once even by a transaction that started before; in parallel
+ *	  mode, where PostgreSQL forbids taking one, the statement's snapshot.
+ */
+static Snapshot
+read_snapshot(void)
+{
+	return IsInParallelMode() ? GetActiveSnapshot() : GetLatestSnapshot();
 }
 
 static SPIPlanPtr
@@ -175,7 +188,7 @@ store_fetch_subject_key(int64 subject, StoredKey *out)
 				 " WHERE subject OPERATOR(pg_catalog.=) $1",
 				 1, types);
 	if (SPI_execute_snapshot(fetch_subject_plan, values, NULL,
-							 GetLatestSnapshot(), InvalidSnapshot,
+							 read_snapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.subject_keys");
 	found = SPI_processed > 0;
@@ -231,27 +244,22 @@ store_destroy_subject_key(int64 subject)
 	StoreSession session;
 	bool		erased;
 
+	/*
+	 * One statement, so that a concurrent first insert of the subject's
+	 * key is waited for and then destroyed, never missed.
+	 */
 	store_begin(&session);
 	prepare_once(&destroy_subject_plan,
-				 "UPDATE " STORE_SCHEMA ".subject_keys"
-				 " SET wrapped_key = NULL, wrapped_with = NULL,"
-				 " destroyed_at = pg_catalog.now()"
-				 " WHERE subject OPERATOR(pg_catalog.=) $1 AND destroyed_at IS NULL",
+				 "INSERT INTO " STORE_SCHEMA ".subject_keys AS k"
+				 " (subject, key_version, destroyed_at)"
+				 " VALUES ($1, 1, pg_catalog.now())"
+				 " ON CONFLICT (subject) DO UPDATE"
+				 " SET wrapped_key = NULL, wrapped_with = NULL, destroyed_at = pg_catalog.now()"
+				 " WHERE k.destroyed_at IS NULL",
 				 1, types);
-	if (SPI_execute_plan(destroy_subject_plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not update gdprcrm.subject_keys");
+	if (SPI_execute_plan(destroy_subject_plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write gdprcrm.subject_keys");
 	erased = SPI_processed > 0;
-	if (!erased)
-	{
-		prepare_once(&tombstone_subject_plan,
-					 "INSERT INTO " STORE_SCHEMA ".subject_keys"
-					 " (subject, key_version, destroyed_at)"
-					 " VALUES ($1, 1, pg_catalog.now()) ON CONFLICT (subject) DO NOTHING",
-					 1, types);
-		if (SPI_execute_plan(tombstone_subject_plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not write gdprcrm.subject_keys");
-		erased = SPI_processed > 0;
-	}
 	store_end(&session);
 	return erased;
 }
@@ -275,7 +283,7 @@ store_fetch_database_key(const char *purpose, StoredKey *out)
 				 " WHERE purpose OPERATOR(pg_catalog.=) $1",
 				 1, types);
 	if (SPI_execute_snapshot(fetch_database_plan, values, NULL,
-							 GetLatestSnapshot(), InvalidSnapshot,
+							 read_snapshot(), InvalidSnapshot,
 							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.database_keys");
 	found = SPI_processed > 0;
@@ -440,7 +448,7 @@ store_scan_purposes(PurposeRowFn fn, void *arg)
 										  "SELECT name, bit, lawful_basis, allowed_when_restricted"
 										  " FROM " STORE_SCHEMA ".purposes",
 										  0, NULL),
-							 NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 NULL, NULL, read_snapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.purposes");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -487,7 +495,7 @@ store_scan_subject_states(const int64 *subjects, int count, StateRowFn fn, void 
 
 	store_begin(&session);
 	/* A read-only cursor runs on the active snapshot: make it the latest. */
-	PushActiveSnapshot(GetLatestSnapshot());
+	PushActiveSnapshot(read_snapshot());
 	if (subjects != NULL)
 	{
 		Datum	   *elems = palloc(sizeof(Datum) * count);

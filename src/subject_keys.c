@@ -247,6 +247,7 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
 {
 	CachedKey  *entry;
 	bool		found;
+	uint32		slot;
 
 	if (cache == NULL)
 	{
@@ -258,6 +259,8 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
 	while (cache->members >= (uint32) gdprcrm_key_cache_size)
 		evict_one();
 
+	/* Take the slot first: an entry must never point at no slot. */
+	slot = destroyed ? 0 : take_slot();
 	entry = keycache_insert(cache, subject, &found);
 	if (found && !entry->destroyed)
 	{
@@ -267,11 +270,9 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
 	entry->version = version;
 	entry->destroyed = destroyed;
 	entry->referenced = true;
+	entry->slot = slot;
 	if (!destroyed)
-	{
-		entry->slot = take_slot();
-		memcpy(slot_key(entry->slot), key, KEYRING_KEY_BYTES);
-	}
+		memcpy(slot_key(slot), key, KEYRING_KEY_BYTES);
 	remember_last(entry);
 }
 
@@ -286,7 +287,7 @@ create_key(int64 subject)
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 	StoredKey	row;
-	bool		created = false;
+	volatile bool created = false;
 
 	memset(&row, 0, sizeof(row));
 	row.version = 1;
@@ -295,13 +296,20 @@ create_key(int64 subject)
 	keyring_wrap(KEY_PURPOSE_WRAP, ad, sizeof(ad), key, row.wrapped);
 	strlcpy(row.wrapped_with, keyring_fingerprint(), sizeof(row.wrapped_with));
 
-	if (store_insert_subject_key(subject, &row))
+	PG_TRY();
 	{
-		created_in_xact = true;
-		remember(subject, row.version, false, key);
-		created = true;
+		if (store_insert_subject_key(subject, &row))
+		{
+			created_in_xact = true;
+			remember(subject, row.version, false, key);
+			created = true;
+		}
 	}
-	sodium_memzero(key, sizeof(key));
+	PG_FINALLY();
+	{
+		sodium_memzero(key, sizeof(key));
+	}
+	PG_END_TRY();
 	return created;
 }
 
@@ -340,10 +348,17 @@ load(int64 subject, bool create)
 	}
 
 	subject_key_ad(subject, row.version, ad);
-	keyring_unwrap(KEY_PURPOSE_WRAP, row.wrapped_with, ad, sizeof(ad),
-				   row.wrapped, sizeof(row.wrapped), key);
-	remember(subject, row.version, false, key);
-	sodium_memzero(key, sizeof(key));
+	PG_TRY();
+	{
+		keyring_unwrap(KEY_PURPOSE_WRAP, row.wrapped_with, ad, sizeof(ad),
+					   row.wrapped, sizeof(row.wrapped), key);
+		remember(subject, row.version, false, key);
+	}
+	PG_FINALLY();
+	{
+		sodium_memzero(key, sizeof(key));
+	}
+	PG_END_TRY();
 }
 
 /*

@@ -145,7 +145,7 @@ COMMENT ON FUNCTION @extschema@.encrypted_bytea_send(@extschema@.encrypted_bytea
  * Encrypting and decrypting use subject keys: not executable by PUBLIC.
  * Grant EXECUTE to application roles (doc/reference.md lists the grants).
  * encrypt may create a subject's key, so it is parallel unsafe; decrypt
- * reads keys with the latest snapshot, which only the leader may take.
+ * may read the key table, which only the leader may query.
  */
 CREATE FUNCTION @extschema@.encrypt(subject bigint, value text, context text)
     RETURNS @extschema@.encrypted_text

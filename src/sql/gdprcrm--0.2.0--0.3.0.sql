@@ -715,7 +715,6 @@ GRANT USAGE ON SEQUENCE @extschema@.people_id_seq, @extschema@.companies_id_seq,
     TO gdprcrm_app, gdprcrm_admin;
 GRANT EXECUTE ON FUNCTION
     @extschema@.identify(bigint, text, text, jsonb),
-    @extschema@.merge_people(bigint, bigint, bigint),
     @extschema@.track(bigint, bigint, text, jsonb, timestamptz),
     @extschema@.track_page_view(bigint, bigint, text, text, text, jsonb, timestamptz),
     @extschema@.add_message(bigint, bigint, text, text, text, text, timestamptz),
@@ -736,8 +735,6 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.blind_index(text, text)
     TO gdprcrm_app, gdprcrm_admin;
 
--- merge_people erases the merged visitor's key, as the app's own call.
-GRANT EXECUTE ON FUNCTION @extschema@.shred_subject_key(bigint) TO gdprcrm_app, gdprcrm_admin;
 
 -- Administrators: projects, teams and partitions.
 GRANT EXECUTE ON FUNCTION

@@ -111,6 +111,19 @@ COMMENT ON FUNCTION @extschema@.publish_state_change(bigint) IS
     'Tell every backend, when this transaction commits, that a subject''s state changed';
 REVOKE ALL ON FUNCTION @extschema@.publish_state_change(bigint) FROM PUBLIC;
 
+/* Any change of the purposes, however made, reaches every backend. */
+CREATE FUNCTION @extschema@.publish_purpose_change() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.publish_state_change(0);
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.publish_purpose_change() IS
+    'Trigger announcing changes of gdprcrm.purposes to every backend';
+REVOKE ALL ON FUNCTION @extschema@.publish_purpose_change() FROM PUBLIC;
+CREATE TRIGGER publish_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.purposes
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.publish_purpose_change();
+
 /*
  * Purposes.
  */
@@ -128,6 +141,17 @@ BEGIN
     END IF;
     LOCK TABLE @extschema@.purposes IN SHARE ROW EXCLUSIVE MODE;
     SELECT p.bit INTO v_bit FROM @extschema@.purposes p WHERE p.name = define_purpose.name;
+    -- Purposes are shared by every project: changing what makes one lawful
+    -- changes every project's visibility, so only a superuser may.
+    IF v_bit IS NOT NULL AND EXISTS (
+        SELECT 1 FROM @extschema@.purposes p
+        WHERE p.name = define_purpose.name
+          AND (p.lawful_basis, p.allowed_when_restricted) IS DISTINCT FROM
+              (define_purpose.lawful_basis, define_purpose.allowed_when_restricted))
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = @extschema@.calling_role()) THEN
+        RAISE EXCEPTION 'only a superuser may change the lawful basis of an existing purpose'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF v_bit IS NULL THEN
         SELECT min(b) INTO v_bit FROM pg_catalog.generate_series(0, 63) AS b
         WHERE b NOT IN (SELECT p.bit FROM @extschema@.purposes p);
@@ -155,9 +179,8 @@ COMMENT ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boole
 
 /*
  * The ledger functions.  SECURITY DEFINER: the ledger and state tables
- * are written only here.  The caller must be in the subject's project team
- * (the people row decides); a subject outside the CRM schema may be
- * recorded by any gdprcrm_admin or gdprcrm_app member.
+ * are written only here.  The subject must be a person of gdprcrm.people
+ * whose project team includes the caller (superusers excepted).
  */
 CREATE FUNCTION @extschema@.require_subject_access(subject bigint) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -173,7 +196,13 @@ BEGIN
         RAISE EXCEPTION 'permission denied to record consent' USING ERRCODE = 'insufficient_privilege';
     END IF;
     SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
-    IF v_project IS NOT NULL AND NOT EXISTS (
+    -- Only existing people: recording for an unknown id would pre-set the
+    -- state of whoever is created with it later, in any project.
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Consent and restrictions are recorded for people of gdprcrm.people.';
+    END IF;
+    IF NOT EXISTS (
         SELECT 1 FROM @extschema@.project_members m
         WHERE m.project_id = v_project
           AND pg_catalog.pg_has_role(v_caller, pg_catalog.to_regrole(m.member::text), 'MEMBER')) THEN
@@ -194,6 +223,9 @@ DECLARE
     v_mask bigint;
     v_id bigint;
 BEGIN
+    IF subject <= 0 THEN
+        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM @extschema@.require_subject_access(subject);
     SELECT p.bit INTO v_bit FROM @extschema@.purposes p WHERE p.name = purpose;
     IF v_bit IS NULL THEN
@@ -283,6 +315,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_id bigint;
 BEGIN
+    IF subject <= 0 THEN
+        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM @extschema@.require_subject_access(subject);
     INSERT INTO @extschema@.subject_state (subject) VALUES (set_restriction.subject)
     ON CONFLICT DO NOTHING;
@@ -425,6 +460,27 @@ SELECT @extschema@.protect('@extschema@.events', 'person_id');
 SELECT @extschema@.protect('@extschema@.messages', 'person_id');
 SELECT @extschema@.protect('@extschema@.enrichments', 'person_id');
 SELECT @extschema@.protect('@extschema@.person_companies', 'person_id');
+SELECT @extschema@.protect('@extschema@.person_identities', 'person_id');
+
+/*
+ * Who a row belongs to is fixed for application roles: moving a row to
+ * another person would move it under another person's consent.  Only the
+ * SECURITY DEFINER functions (merge_people) move rows between people, and
+ * identifiers are written only by identify().
+ */
+REVOKE UPDATE ON @extschema@.people, @extschema@.events, @extschema@.messages,
+    @extschema@.enrichments, @extschema@.person_companies, @extschema@.person_identities
+    FROM gdprcrm_app, gdprcrm_admin;
+REVOKE INSERT, DELETE ON @extschema@.person_identities FROM gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (external_id, email, email_bidx, name, phone, traits, updated_at, first_seen_at, last_seen_at)
+    ON @extschema@.people TO gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (name, url, path, referrer, title, properties) ON @extschema@.events TO gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (direction, channel, subject, body, sent_at) ON @extschema@.messages TO gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (source, field, value, fetched_at) ON @extschema@.enrichments TO gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (title, since) ON @extschema@.person_companies TO gdprcrm_app, gdprcrm_admin;
+
+/* blind_index may create this database's key on first use: no parallel plans. */
+ALTER FUNCTION @extschema@.blind_index(text, text) PARALLEL UNSAFE;
 
 /* Grants.  The row filter runs as the querying role. */
 REVOKE ALL ON FUNCTION @extschema@.lawful(bigint) FROM PUBLIC;
