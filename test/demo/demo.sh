@@ -173,7 +173,9 @@ SELECT 1, p.id,
        CASE WHEN g % 3 = 0 THEN jsonb_build_object('feature', 'export') ELSE '{}' END
 FROM generate_series(1, 1000000) AS g
 JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM gdprcrm.people) AS p ON p.n = g % 5000;
--- As if each person had been created at their first visit.
+-- As if each person had been created at their first visit (a loading step,
+-- done by the DBA: applications cannot rewrite created_at).
+RESET ROLE;
 UPDATE gdprcrm.people p SET first_seen_at = e.first, last_seen_at = e.last,
                             created_at = e.first, updated_at = e.first
 FROM (SELECT person_id, min(occurred_at) AS first, max(occurred_at) AS last FROM gdprcrm.events GROUP BY person_id) e
