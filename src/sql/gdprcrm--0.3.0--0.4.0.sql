@@ -188,6 +188,9 @@ DECLARE
     v_caller name := @extschema@.calling_role();
     v_project bigint;
 BEGIN
+    IF subject <= 0 THEN
+        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = v_caller) THEN
         RETURN;
     END IF;
@@ -213,6 +216,22 @@ END $$;
 COMMENT ON FUNCTION @extschema@.require_subject_access(bigint) IS
     'Raise unless the caller may record consent and restrictions for this subject';
 
+/*
+ * One state row per subject, locked for the rest of the transaction: every
+ * change of a subject's state takes it first, so concurrent changes of one
+ * subject serialise and the last commit wins.
+ */
+CREATE FUNCTION @extschema@.lock_subject_state(subject bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO @extschema@.subject_state (subject) VALUES (lock_subject_state.subject)
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM @extschema@.subject_state s WHERE s.subject = lock_subject_state.subject FOR UPDATE;
+END $$;
+COMMENT ON FUNCTION @extschema@.lock_subject_state(bigint) IS
+    'Create if needed and lock a subject''s state row (for the ledger functions)';
+REVOKE ALL ON FUNCTION @extschema@.lock_subject_state(bigint) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.record_consent_event(
     subject bigint, purpose text, action text, captured_at timestamptz, source text, method text,
     notice_version text, wording text, evidence jsonb)
@@ -223,9 +242,6 @@ DECLARE
     v_mask bigint;
     v_id bigint;
 BEGIN
-    IF subject <= 0 THEN
-        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     PERFORM @extschema@.require_subject_access(subject);
     SELECT p.bit INTO v_bit FROM @extschema@.purposes p WHERE p.name = purpose;
     IF v_bit IS NULL THEN
@@ -241,10 +257,7 @@ BEGIN
     END IF;
     v_mask := (1::bigint) << v_bit;
 
-    -- One state row per subject, locked: concurrent changes serialise.
-    INSERT INTO @extschema@.subject_state (subject) VALUES (record_consent_event.subject)
-    ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject FOR UPDATE;
+    PERFORM @extschema@.lock_subject_state(subject);
 
     INSERT INTO @extschema@.consent_events (subject, purpose, action, captured_at, recorded_by, source,
                                             method, notice_version, wording_hash, evidence)
@@ -315,13 +328,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_id bigint;
 BEGIN
-    IF subject <= 0 THEN
-        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     PERFORM @extschema@.require_subject_access(subject);
-    INSERT INTO @extschema@.subject_state (subject) VALUES (set_restriction.subject)
-    ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject FOR UPDATE;
+    PERFORM @extschema@.lock_subject_state(subject);
     INSERT INTO @extschema@.restriction_events (subject, action, reason, recorded_by)
     VALUES (subject, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason, @extschema@.calling_role())
     RETURNING id INTO v_id;
