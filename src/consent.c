@@ -95,6 +95,13 @@ static statecache_hash *states = NULL;
 static bool loaded = false;
 static uint64 seen_seq = 0;
 
+/*
+ * The largest subject id that ever had an entry since the last full load:
+ * every subject above it has the default state, so the bitmaps never need
+ * to reach past it, whatever subject id a caller asks about.
+ */
+static int64 max_state_subject = -1;
+
 static Purpose *purposes = NULL;
 static int	purpose_count = 0;
 static DecisionBits bits[64];	/* by index into purposes */
@@ -179,7 +186,10 @@ update_bitmaps(int64 subject)
 	{
 		DecisionBits *b = &bits[i];
 
-		if (b->words != NULL && (uint64) subject < b->subjects)
+		if (b->words != NULL && (uint64) subject >= b->subjects &&
+			(uint64) subject < MAX_BITMAP_SUBJECTS)
+			build_bitmap(i, (uint64) subject);
+		else if (b->words != NULL && (uint64) subject < b->subjects)
 		{
 			uint64		mask = UINT64CONST(1) << (subject % 64);
 
@@ -251,6 +261,7 @@ set_state(int64 subject, uint64 consented, uint64 objected, bool restricted,
 	if (consented == 0 && objected == 0 && !restricted && !erased)
 		return;
 	entry = statecache_insert(states, subject, &found);
+	max_state_subject = Max(max_state_subject, subject);
 	if (found)
 	{
 		/* A subject can come from two sources (state, tombstone): merge. */
@@ -280,6 +291,7 @@ full_load(uint64 seq)
 	else
 		statecache_reset(states);
 	loaded = false;
+	max_state_subject = -1;
 	load_purposes();
 	store_scan_subject_states(NULL, 0, set_state, NULL);
 	seen_seq = seq;
@@ -432,11 +444,19 @@ gdprcrm_lawful(PG_FUNCTION_ARGS)
 	if (p == NULL)
 		PG_RETURN_BOOL(false);
 
+	/* Above every subject with a state: the default decision. */
+	if (subject > max_state_subject)
+		PG_RETURN_BOOL(decide(p, NULL));
+
+	/*
+	 * The bitmap is sized by the subjects that have a state, never by the
+	 * argument: it reaches max_state_subject at most.
+	 */
 	b = &bits[p - purposes];
 	if (subject >= 0 && (uint64) subject < MAX_BITMAP_SUBJECTS)
 	{
 		if (b->words == NULL || (uint64) subject >= b->subjects)
-			build_bitmap(p - purposes, (uint64) subject);
+			build_bitmap(p - purposes, (uint64) max_state_subject);
 		PG_RETURN_BOOL((b->words[subject / 64] >> (subject % 64)) & 1);
 	}
 	PG_RETURN_BOOL(decide(p, statecache_lookup(states, subject)));
@@ -527,11 +547,70 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 }
 
 /*
+ * A subtransaction that rolls back (ROLLBACK TO SAVEPOINT, a PL/pgSQL
+ * exception block) undoes its writes to the ledgers and subject_state, but
+ * this backend may already have read them into its copy.  So each
+ * subtransaction remembers how many subjects were pending when it started,
+ * and its abort makes every subject published since then (and the one
+ * just before, see below) be read again at the next decision, when the
+ * rolled-back rows are invisible.  Those
+ * subjects stay pending and are announced at commit even though their
+ * change was undone: a needless refresh elsewhere costs one indexed fetch,
+ * a missed one would show a hidden row.
+ */
+static int *pending_at_level = NULL;	/* by transaction nesting level */
+static int	pending_levels = 0;
+
+static void
+subxact_callback(SubXactEvent event,
+				 SubTransactionId mySubid pg_attribute_unused(),
+				 SubTransactionId parentSubid pg_attribute_unused(),
+				 void *arg pg_attribute_unused())
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	switch (event)
+	{
+		case SUBXACT_EVENT_START_SUB:
+			if (level >= pending_levels)
+			{
+				int			size = Max(level + 1, pending_levels * 2);
+
+				pending_at_level = pending_at_level == NULL ?
+					MemoryContextAllocZero(TopMemoryContext, size * sizeof(int)) :
+					repalloc(pending_at_level, size * sizeof(int));
+				memset(pending_at_level + pending_levels, 0,
+					   (size - pending_levels) * sizeof(int));
+				pending_levels = size;
+			}
+			pending_at_level[level] = pending_count;
+			break;
+		case SUBXACT_EVENT_ABORT_SUB:
+			{
+				/*
+				 * consent_publish folds a subject into the entry before it
+				 * when they are the same, and that entry may predate the
+				 * subtransaction: read it again too.  Unknown start (0):
+				 * everything pending, to be safe.
+				 */
+				int			start = level < pending_levels ? pending_at_level[level] : 0;
+
+				pending_refreshed = Min(pending_refreshed, Max(start - 1, 0));
+			}
+			break;
+		default:
+			break;
+	}
+}
+
+/*
  * consent_init
- *	  Register the commit callback that publishes changes.
+ *	  Register the transaction callbacks that publish changes and undo
+ *	  this backend's reading of changes rolled back.
  */
 void
 consent_init(void)
 {
 	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
 }

@@ -52,10 +52,12 @@ static const struct config_enum_entry cipher_options[] = {
 };
 
 /*
- * gdprcrm.key_cache_size (user, default 131072).
+ * gdprcrm.key_cache_size (superuser, default 131072).
  *
- * How many unwrapped subject data keys a backend keeps, least recently
- * used evicted first and zeroed.  About 100 bytes each.
+ * How many unwrapped subject data keys a backend keeps; CLOCK eviction
+ * (keys not used since the hand last passed go first), zeroed.  About 100
+ * bytes each.  Superuser only: the setting sizes memory of the backend,
+ * up to about 1.6 GB at its maximum, and no ordinary role may choose that.
  */
 int			gdprcrm_key_cache_size = 131072;
 
@@ -136,12 +138,12 @@ guc_init(void)
 
 	DefineCustomIntVariable("gdprcrm.key_cache_size",
 							"Most subject data keys one backend keeps unwrapped.",
-							"Least recently used keys are evicted and zeroed first.",
+							"Keys not used recently are evicted and zeroed first.",
 							&gdprcrm_key_cache_size,
 							131072,
 							1,
 							16 * 1024 * 1024,
-							PGC_USERSET,
+							PGC_SUSET,
 							0,
 							NULL, NULL, NULL);
 
