@@ -29,6 +29,7 @@ FROM generate_series(1, 6) AS i;
 RESET ROLE;
 SELECT min(id) AS p1 FROM gdprcrm.people WHERE project_id = :proj \gset
 SELECT :p1 + 1 AS p2, :p1 + 2 AS p3, :p1 + 3 AS p4, :p1 + 4 AS p5, :p1 + 5 AS p6 \gset
+SELECT set_config('regress.p5', :'p5', false) IS NOT NULL AS p5_known;
 
 -- No purpose declared: no personal rows at all, and a way to see why.
 SET ROLE regress_eve;
@@ -198,6 +199,51 @@ SELECT gdprcrm.grant_consent(:p3, 'marketing') > 0 AS granted_in_transaction;
 SELECT count(*) AS own_write_visible FROM gdprcrm.people WHERE id = :p3;
 ROLLBACK;
 SELECT count(*) AS after_rollback FROM gdprcrm.people WHERE id = :p3;
+
+-- A change rolled back to a savepoint counts no more than one rolled back
+-- whole, for the rest of the transaction.
+BEGIN;
+SAVEPOINT a;
+SELECT gdprcrm.grant_consent(:p3, 'marketing') > 0 AS granted_in_savepoint;
+SELECT count(*) AS visible_in_savepoint FROM gdprcrm.people WHERE id = :p3;
+ROLLBACK TO a;
+SELECT count(*) AS after_rollback_to_savepoint FROM gdprcrm.people WHERE id = :p3;
+SELECT gdprcrm.may_process(:p3, 'marketing') AS may_process_after_rollback_to_savepoint;
+-- A change made before the savepoint survives its rollback.
+SELECT gdprcrm.grant_consent(:p4, 'marketing') > 0 AS granted_before_savepoint;
+SAVEPOINT b;
+SELECT gdprcrm.withdraw_consent(:p4, 'marketing') > 0 AS withdrawn_in_savepoint;
+SELECT count(*) AS hidden_in_savepoint FROM gdprcrm.people WHERE id = :p4;
+ROLLBACK TO b;
+SELECT count(*) AS granted_survives FROM gdprcrm.people WHERE id = :p4;
+ROLLBACK;
+-- The same through a PL/pgSQL exception block: a lifted restriction that
+-- the block undoes keeps the subject hidden.
+SET gdprcrm.purpose = 'support';
+RESET ROLE;
+SELECT gdprcrm.restrict_processing(:p5, 'accuracy contested') > 0 AS restricted;
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'support';
+DO $$
+DECLARE
+    v_seen bigint;
+BEGIN
+    BEGIN
+        PERFORM gdprcrm.lift_restriction(current_setting('regress.p5')::bigint, 'by mistake');
+        SELECT count(*) INTO v_seen FROM gdprcrm.people WHERE id = current_setting('regress.p5')::bigint;
+        RAISE NOTICE 'visible inside the block: %', v_seen;
+        RAISE EXCEPTION 'undo';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    SELECT count(*) INTO v_seen FROM gdprcrm.people WHERE id = current_setting('regress.p5')::bigint;
+    RAISE NOTICE 'visible after the block: %', v_seen;
+END $$;
+SELECT count(*) AS restricted_stays_hidden FROM gdprcrm.people WHERE id = :p5;
+RESET ROLE;
+SELECT gdprcrm.lift_restriction(:p5, 'accuracy confirmed') > 0 AS lifted;
+SET ROLE regress_eve;
+SET gdprcrm.purpose = 'marketing';
 
 -- Rows cannot be moved to another person by an application.
 SET gdprcrm.purpose = 'support';

@@ -157,9 +157,18 @@ SELECT * FROM gdprcrm.subject_keys;
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION gdprcrm.decrypt(gdprcrm.encrypted_text, text) TO regress_app;
 SET ROLE regress_app;
+-- Subject 101 is no person of a project whose team includes the role.
+SELECT gdprcrm.decrypt(email, 'crm.people.email') = 'CANARY-alice@example.com' AS app_decrypts FROM people WHERE id = 1;
+RESET ROLE;
+SELECT gdprcrm.create_project('Samples', ARRAY['regress_app']::name[]) AS samples_project \gset
+INSERT INTO gdprcrm.people (id, project_id) VALUES (101, :samples_project);
+SET ROLE regress_app;
 SELECT gdprcrm.decrypt(email, 'crm.people.email') = 'CANARY-alice@example.com' AS app_decrypts FROM people WHERE id = 1;
 SELECT * FROM gdprcrm.subject_keys;
 RESET ROLE;
+DELETE FROM gdprcrm.people WHERE id = 101;
+DELETE FROM gdprcrm.projects WHERE id = :samples_project;
+SELECT setval(pg_get_serial_sequence('gdprcrm.projects', 'id'), 1, false) IS NOT NULL AS projects_restart;
 REVOKE ALL ON people FROM regress_app;
 REVOKE ALL ON FUNCTION gdprcrm.decrypt(gdprcrm.encrypted_text, text) FROM regress_app;
 DROP ROLE regress_app;

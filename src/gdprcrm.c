@@ -18,6 +18,7 @@
 #include "keyring.h"
 #include "shmem.h"
 #include "subject_keys.h"
+#include "team.h"
 
 PG_MODULE_MAGIC;
 
@@ -33,4 +34,5 @@ _PG_init(void)
 	consent_init();
 	subject_keys_init();
 	database_keys_init();
+	team_init();
 }

@@ -49,13 +49,15 @@ static SPIPlanPtr destroy_subject_plan = NULL;
 static SPIPlanPtr fetch_database_plan = NULL;
 static SPIPlanPtr insert_database_plan = NULL;
 static SPIPlanPtr scan_purposes_plan = NULL;
+static SPIPlanPtr team_projects_plan = NULL;
+static SPIPlanPtr all_projects_plan = NULL;
 
 /*
  * store_owner
  *	  Owner of gdprcrm.subject_keys, which owns every key table.
  */
 static Oid
-store_owner(void)
+store_owner_if_installed(void)
 {
 	Oid			nsp = get_namespace_oid(STORE_SCHEMA, true);
 	Oid			relid = OidIsValid(nsp) ? get_relname_relid("subject_keys", nsp) : InvalidOid;
@@ -63,10 +65,7 @@ store_owner(void)
 	Oid			owner;
 
 	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("gdprcrm is not installed in this database"),
-				 errhint("Run CREATE EXTENSION gdprcrm.")));
+		return InvalidOid;
 	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for relation %u", relid);
@@ -75,17 +74,34 @@ store_owner(void)
 	return owner;
 }
 
-static void
-store_begin(StoreSession *session)
+static Oid
+store_owner(void)
 {
-	Oid			owner = store_owner();
+	Oid			owner = store_owner_if_installed();
 
+	if (!OidIsValid(owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm is not installed in this database"),
+				 errhint("Run CREATE EXTENSION gdprcrm.")));
+	return owner;
+}
+
+static void
+store_begin_as(StoreSession *session, Oid owner)
+{
 	GetUserIdAndSecContext(&session->saved_user, &session->saved_context);
 	SetUserIdAndSecContext(owner, session->saved_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+store_begin(StoreSession *session)
+{
+	store_begin_as(session, store_owner());
 }
 
 /* On error, transaction abort restores the user; no PG_TRY is needed. */
@@ -171,29 +187,42 @@ wrapped_datum(const StoredKey *key)
 /*
  * store_fetch_subject_key
  *	  Read a subject's key row as of the latest committed state (and this
- *	  transaction's own changes).  False when the subject has no row.
+ *	  transaction's own changes), and the project of the person with that
+ *	  id in *project (0 when there is none).  False when the subject has no
+ *	  key row.  One query whatever the answer, so that its cost says
+ *	  nothing about which of them it is.
  */
 bool
-store_fetch_subject_key(int64 subject, StoredKey *out)
+store_fetch_subject_key(int64 subject, StoredKey *out, int64 *project)
 {
 	Oid			types[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(subject)};
 	StoreSession session;
-	bool		found;
+	bool		found = false;
+	bool		isnull;
+	Datum		d;
 
 	store_begin(&session);
 	prepare_once(&fetch_subject_plan,
-				 "SELECT key_version, wrapped_key, wrapped_with"
-				 " FROM " STORE_SCHEMA ".subject_keys"
-				 " WHERE subject OPERATOR(pg_catalog.=) $1",
+				 "SELECT k.key_version, k.wrapped_key, k.wrapped_with, p.project_id"
+				 " FROM (VALUES ($1::pg_catalog.int8)) AS x (subject)"
+				 " LEFT JOIN " STORE_SCHEMA ".subject_keys k"
+				 " ON k.subject OPERATOR(pg_catalog.=) x.subject"
+				 " LEFT JOIN " STORE_SCHEMA ".people p"
+				 " ON p.id OPERATOR(pg_catalog.=) x.subject",
 				 1, types);
 	if (SPI_execute_snapshot(fetch_subject_plan, values, NULL,
 							 read_snapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
+							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read gdprcrm.subject_keys");
-	found = SPI_processed > 0;
-	if (found)
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+	*project = isnull ? 0 : DatumGetInt64(d);
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
 		key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, 2, out);
+		found = true;
+	}
 	store_end(&session);
 	return found;
 }
@@ -533,5 +562,107 @@ store_scan_subject_states(const int64 *subjects, int count, StateRowFn fn, void 
 	}
 	SPI_cursor_close(portal);
 	PopActiveSnapshot();
+	store_end(&session);
+}
+
+/*
+ * store_team_projects
+ *	  The projects whose team role belongs to, as a palloc'd array in the
+ *	  caller's context (count in *count), unsorted; *members_relid is set
+ *	  to the OID of gdprcrm.project_members.  A membership counts only
+ *	  while the role it names still has the OID it was bound to.  Latest
+ *	  snapshot, read as the tables' owner.
+ */
+int64 *
+store_team_projects(Oid role, int *count, Oid *members_relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	StoreSession session;
+	MemoryContext caller = CurrentMemoryContext;
+	int64	   *projects;
+
+	store_begin(&session);
+	*members_relid = get_relname_relid("project_members", get_namespace_oid(STORE_SCHEMA, false));
+	prepare_once(&team_projects_plan,
+				 "SELECT DISTINCT m.project_id FROM " STORE_SCHEMA ".project_members m"
+				 " WHERE m.member_oid IS NOT NULL"
+				 " AND pg_catalog.pg_get_userbyid(m.member_oid) OPERATOR(pg_catalog.=) m.member"
+				 " AND pg_catalog.pg_has_role($1, m.member_oid, 'MEMBER')",
+				 1, types);
+	if (SPI_execute_snapshot(team_projects_plan, values, NULL,
+							 read_snapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.project_members");
+	projects = MemoryContextAlloc(caller, Max(SPI_processed, 1) * sizeof(int64));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		projects[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*count = (int) SPI_processed;
+	store_end(&session);
+	return projects;
+}
+
+/*
+ * store_all_projects
+ *	  Every project id, ascending, palloc'd in the caller's context (count
+ *	  in *count).  Latest snapshot, read as the tables' owner.
+ */
+int64 *
+store_all_projects(int *count)
+{
+	StoreSession session;
+	MemoryContext caller = CurrentMemoryContext;
+	int64	   *projects;
+
+	store_begin(&session);
+	if (SPI_execute_snapshot(prepare_once(&all_projects_plan,
+										  "SELECT id FROM " STORE_SCHEMA ".projects ORDER BY id",
+										  0, NULL),
+							 NULL, NULL, read_snapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read gdprcrm.projects");
+	projects = MemoryContextAlloc(caller, Max(SPI_processed, 1) * sizeof(int64));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		projects[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*count = (int) SPI_processed;
+	store_end(&session);
+	return projects;
+}
+
+/*
+ * store_forget_member
+ *	  Delete the memberships of a role being dropped, in this database if
+ *	  gdprcrm is installed here; nothing otherwise.  As the tables' owner.
+ */
+void
+store_forget_member(Oid role)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	Oid			owner = store_owner_if_installed();
+	StoreSession session;
+	Oid			relid;
+
+	if (!OidIsValid(owner))
+		return;
+	/* An older version of the schema has no bound members to forget. */
+	relid = get_relname_relid("project_members", get_namespace_oid(STORE_SCHEMA, false));
+	if (!OidIsValid(relid) || get_attnum(relid, "member_oid") == InvalidAttrNumber)
+		return;
+	store_begin_as(&session, owner);
+	if (SPI_execute_with_args("DELETE FROM " STORE_SCHEMA ".project_members"
+							  " WHERE member_oid OPERATOR(pg_catalog.=) $1",
+							  1, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not update gdprcrm.project_members");
 	store_end(&session);
 }

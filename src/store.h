@@ -34,12 +34,15 @@ typedef void (*StateRowFn) (int64 subject, uint64 consented, uint64 objected,
 extern void store_scan_purposes(PurposeRowFn fn, void *arg);
 extern void store_scan_subject_states(const int64 *subjects, int count,
 									  StateRowFn fn, void *arg);
-extern bool store_fetch_subject_key(int64 subject, StoredKey *out);
+extern bool store_fetch_subject_key(int64 subject, StoredKey *out, int64 *project);
 extern bool store_insert_subject_key(int64 subject, const StoredKey *key);
 extern bool store_destroy_subject_key(int64 subject);
 extern bool store_fetch_database_key(const char *purpose, StoredKey *out);
 extern bool store_insert_database_key(const char *purpose, const StoredKey *key);
 extern int64 store_rewrap_subject_keys(int limit, RewrapSubjectKey rewrap);
 extern int64 store_rewrap_database_keys(RewrapDatabaseKey rewrap);
+extern int64 *store_team_projects(Oid role, int *count, Oid *members_relid);
+extern int64 *store_all_projects(int *count);
+extern void store_forget_member(Oid role);
 
 #endif							/* GDPRCRM_STORE_H */

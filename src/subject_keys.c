@@ -30,6 +30,7 @@
 
 #include "access/xact.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/memutils.h"
 
 #include "consent.h"
@@ -41,6 +42,7 @@
 #include "store.h"
 #include "subject_hash.h"
 #include "subject_keys.h"
+#include "team.h"
 
 /*
  * The cache is an open-addressing hash table (simplehash) of small entries
@@ -54,6 +56,7 @@
 typedef struct CachedKey
 {
 	int64		subject;		/* hash key */
+	int64		project;		/* the person's project; 0: none known */
 	uint32		slot;			/* index into the key slab */
 	uint32		version;
 	char		status;			/* simplehash's */
@@ -90,6 +93,7 @@ static struct
 {
 	bool		valid;
 	int64		subject;
+	int64		project;
 	uint32		version;
 	bool		destroyed;
 	uint32		slot;
@@ -203,6 +207,7 @@ remember_last(const CachedKey *entry)
 {
 	last_used.valid = true;
 	last_used.subject = entry->subject;
+	last_used.project = entry->project;
 	last_used.version = entry->version;
 	last_used.destroyed = entry->destroyed;
 	last_used.slot = entry->slot;
@@ -243,7 +248,8 @@ lookup(int64 subject)
  *	  Cache a subject's key (or tombstone) and make it the last used.
  */
 static void
-remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key)
+remember(int64 subject, int64 project, uint32 version, bool destroyed,
+		 const unsigned char *key)
 {
 	CachedKey  *entry;
 	bool		found;
@@ -267,6 +273,7 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
 		sodium_memzero(slot_key(entry->slot), KEYRING_KEY_BYTES);
 		free_slots[free_count++] = entry->slot;
 	}
+	entry->project = project;
 	entry->version = version;
 	entry->destroyed = destroyed;
 	entry->referenced = true;
@@ -282,7 +289,7 @@ remember(int64 subject, uint32 version, bool destroyed, const unsigned char *key
  *	  when another transaction stored one first.
  */
 static bool
-create_key(int64 subject)
+create_key(int64 subject, int64 project)
 {
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
@@ -301,7 +308,7 @@ create_key(int64 subject)
 		if (store_insert_subject_key(subject, &row))
 		{
 			created_in_xact = true;
-			remember(subject, row.version, false, key);
+			remember(subject, project, row.version, false, key);
 			created = true;
 		}
 	}
@@ -314,36 +321,55 @@ create_key(int64 subject)
 }
 
 /*
+ * deny
+ *	  The one answer for a subject outside the caller's teams, whether it
+ *	  has a key, was erased or does not exist.
+ */
+static void
+deny(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for this subject"),
+			 errhint("Values are encrypted and decrypted only for people of projects whose team includes the current role.")));
+}
+
+/*
  * load
- *	  Read a subject's key row, unwrap it and cache the result as the last
- *	  used entry.  With
- *	  create, a subject without a row gets a new key; without, such a
+ *	  Read a subject's key row, check that the current role may reach the
+ *	  subject, unwrap the key and cache the result as the last used entry.
+ *	  With create, a subject without a row gets a new key; without, such a
  *	  subject is an error: its values came from elsewhere.
  */
 static void
 load(int64 subject, bool create)
 {
 	StoredKey	row;
+	int64		project;
+	bool		found;
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 
-	if (!store_fetch_subject_key(subject, &row))
+	found = store_fetch_subject_key(subject, &row, &project);
+	if (!team_includes(GetUserId(), project))
+		deny();
+	if (!found)
 	{
 		if (!create)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("could not decrypt value: no data key exists for its subject"),
 					 errhint("Encrypted values cannot be moved between databases.")));
-		if (create_key(subject))
+		if (create_key(subject, project))
 			return;
-		if (!store_fetch_subject_key(subject, &row))
+		if (!store_fetch_subject_key(subject, &row, &project))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent creation of a subject data key")));
 	}
 	if (row.destroyed)
 	{
-		remember(subject, row.version, true, NULL);
+		remember(subject, project, row.version, true, NULL);
 		return;
 	}
 
@@ -352,13 +378,30 @@ load(int64 subject, bool create)
 	{
 		keyring_unwrap(KEY_PURPOSE_WRAP, row.wrapped_with, ad, sizeof(ad),
 					   row.wrapped, sizeof(row.wrapped), key);
-		remember(subject, row.version, false, key);
+		remember(subject, project, row.version, false, key);
 	}
 	PG_FINALLY();
 	{
 		sodium_memzero(key, sizeof(key));
 	}
 	PG_END_TRY();
+}
+
+/*
+ * find
+ *	  Make subject's key (or tombstone) the last used entry, loading it when
+ *	  it is not cached, and check that the current role may reach the
+ *	  subject.  A cached entry that fails the check is read again (the
+ *	  person may have been created since its key was), and the check then
+ *	  decides.
+ */
+static void
+find(int64 subject, bool create)
+{
+	if (!lookup(subject))
+		load(subject, create);
+	else if (!team_includes(GetUserId(), last_used.project))
+		load(subject, create);
 }
 
 /*
@@ -371,8 +414,7 @@ load(int64 subject, bool create)
 const unsigned char *
 subject_keys_for_encrypt(int64 subject, uint32 *version)
 {
-	if (!lookup(subject))
-		load(subject, true);
+	find(subject, true);
 	if (last_used.destroyed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -390,8 +432,7 @@ subject_keys_for_encrypt(int64 subject, uint32 *version)
 const unsigned char *
 subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
 {
-	if (!lookup(subject))
-		load(subject, false);
+	find(subject, false);
 	*erased = last_used.destroyed;
 	if (last_used.destroyed)
 		return NULL;
@@ -410,8 +451,7 @@ subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
 bool
 subject_keys_is_destroyed(int64 subject)
 {
-	if (!lookup(subject))
-		load(subject, false);
+	find(subject, false);
 	return last_used.destroyed;
 }
 

@@ -1,0 +1,252 @@
+/*-------------------------------------------------------------------------
+ * team.c
+ *	  Project teams: the tenant filter of every CRM table.
+ *
+ * A project's team is a list of roles in gdprcrm.project_members; a role
+ * reaches a project when it is a member (directly or through other roles)
+ * of one of them.  Row level security asks gdprcrm.in_team(project_id) on
+ * every row, so each backend keeps the sorted list of projects the current
+ * role reaches and answers with a binary search.
+ *
+ * How a member is identified.  project_members keeps the role's name, the
+ * portable identity that survives pg_dump and exists on every node of a
+ * cluster, and beside it the OID of the role that had this name when the
+ * membership was recorded (or restored: a trigger binds every inserted row
+ * by name, so a restore binds to the roles of the new cluster).  A row
+ * counts only while a role with exactly that name still has exactly that
+ * OID.  Names are compared as they are, never parsed as SQL identifiers:
+ * "Alice", alice and "svc.crm" are three different roles.  A role dropped
+ * and created again under the same name gets a new OID and inherits no
+ * membership in any database; in the database where DROP ROLE runs, its
+ * rows are also deleted at once (object access hook below).
+ *
+ * Invalidation.  The list is rebuilt when the role changes, when
+ * project_members changes (its trigger sends a relcache invalidation for
+ * the table, delivered at commit to every backend and replayed on
+ * standbys), and when any role or role membership changes (syscache
+ * callbacks on pg_authid and pg_auth_members).  Each new statement first
+ * accepts pending invalidations, so a change committed elsewhere counts
+ * from the next statement even inside an open transaction.
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_authid.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "store.h"
+#include "team.h"
+
+/* Bumped by every invalidation that may change some role's projects. */
+static uint64 generation = 1;
+
+static struct
+{
+	bool		valid;
+	Oid			role;
+	uint64		generation;
+	bool		all;			/* a superuser reaches every project */
+	int			count;
+	int64	   *projects;		/* sorted, in TopMemoryContext */
+}			cached;
+
+static TimestampTz checked_statement = 0;
+static Oid	members_relid = InvalidOid;
+static object_access_hook_type prev_object_access_hook = NULL;
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+static void
+rebuild(Oid role)
+{
+	int64	   *found;
+	int			count;
+
+	cached.valid = false;
+	if (cached.projects != NULL)
+		pfree(cached.projects);
+	cached.projects = NULL;
+	cached.count = 0;
+	cached.role = role;
+	cached.generation = generation;
+	cached.all = superuser_arg(role);
+	if (!cached.all)
+	{
+		found = store_team_projects(role, &count, &members_relid);
+		qsort(found, count, sizeof(int64), compare_int64);
+		cached.projects = MemoryContextAlloc(TopMemoryContext,
+											 Max(count, 1) * sizeof(int64));
+		memcpy(cached.projects, found, count * sizeof(int64));
+		cached.count = count;
+		pfree(found);
+	}
+	cached.valid = true;
+}
+
+/*
+ * team_includes
+ *	  Whether role reaches project through its team.  Superusers reach
+ *	  every project.  May run a query (as the tables' owner) when the
+ *	  cached answer is stale; otherwise a binary search.
+ */
+bool
+team_includes(Oid role, int64 project)
+{
+	TimestampTz statement = GetCurrentStatementStartTimestamp();
+	int			lo,
+				hi;
+
+	/* A new statement sees what committed before it started. */
+	if (statement != checked_statement)
+	{
+		AcceptInvalidationMessages();
+		checked_statement = statement;
+	}
+	if (!cached.valid || cached.role != role || cached.generation != generation)
+		rebuild(role);
+	if (cached.all)
+		return true;
+	lo = 0;
+	hi = cached.count - 1;
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (cached.projects[mid] == project)
+			return true;
+		if (cached.projects[mid] < project)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
+}
+
+/*
+ * gdprcrm.in_team(project bigint) -> boolean
+ *	  Whether the current role is in the project's team: the tenant filter
+ *	  of every CRM table's row level security.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_in_team);
+Datum
+gdprcrm_in_team(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(team_includes(GetUserId(), PG_GETARG_INT64(0)));
+}
+
+/*
+ * gdprcrm.caller_in_team(project bigint) -> boolean
+ *	  The same for the calling role as seen from inside a SECURITY DEFINER
+ *	  function: the current role outside every such function.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_caller_in_team);
+Datum
+gdprcrm_caller_in_team(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(team_includes(GetOuterUserId(), PG_GETARG_INT64(0)));
+}
+
+/*
+ * gdprcrm.visible_projects() -> bigint[]
+ *	  The projects the current role reaches, in ascending order (every
+ *	  project for a superuser, read as the tables' owner).
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_visible_projects);
+Datum
+gdprcrm_visible_projects(PG_FUNCTION_ARGS)
+{
+	Datum	   *elems;
+	int64	   *all = NULL;
+	const int64 *projects;
+	int			count;
+
+	(void) team_includes(GetUserId(), 0);
+	if (cached.all)
+	{
+		all = store_all_projects(&count);
+		projects = all;
+	}
+	else
+	{
+		projects = cached.projects;
+		count = cached.count;
+	}
+	elems = palloc(Max(count, 1) * sizeof(Datum));
+	for (int i = 0; i < count; i++)
+		elems[i] = Int64GetDatum(projects[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, count, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * gdprcrm.announce_team_change() trigger
+ *	  After any change of project_members: every backend rebuilds its list
+ *	  (at this transaction's commit; this one at its next command).
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_announce_team_change);
+Datum
+gdprcrm_announce_team_change(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("announce_team_change() must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+static void
+relcache_changed(Datum arg pg_attribute_unused(), Oid relid)
+{
+	if (relid == InvalidOid || relid == members_relid)
+		generation++;
+}
+
+static void
+roles_changed(Datum arg pg_attribute_unused(), int cacheid pg_attribute_unused(),
+			  uint32 hashvalue pg_attribute_unused())
+{
+	generation++;
+}
+
+/* DROP ROLE: forget the role's memberships in this database at once. */
+static void
+object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access == OAT_DROP && classId == AuthIdRelationId)
+		store_forget_member(objectId);
+}
+
+/*
+ * team_init
+ *	  Register the invalidation callbacks and the DROP ROLE hook.
+ */
+void
+team_init(void)
+{
+	CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHOID, roles_changed, (Datum) 0);
+	CacheRegisterSyscacheCallback(AUTHMEMMEMROLE, roles_changed, (Datum) 0);
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = object_access;
+}
