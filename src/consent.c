@@ -34,6 +34,7 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
+#include "announce.h"
 #include "consent.h"
 #include "guc.h"
 #include "shmem.h"
@@ -343,6 +344,8 @@ catch_up(void)
 				 errmsg("gdprcrm row filters need gdprcrm to be preloaded"),
 				 errdetail("Backends learn of consent changes through shared memory."),
 				 errhint("Add gdprcrm to shared_preload_libraries in postgresql.conf and restart the server.")));
+	/* On a standby: changes replayed since the last statement. */
+	announce_catch_up();
 	seq = shmem_state_seq();
 	if (loaded && pending_refreshed < pending_count)
 		refresh_subjects(pending + pending_refreshed, pending_count - pending_refreshed);
@@ -356,9 +359,17 @@ catch_up(void)
 	}
 
 	changed = shmem_state_changes(seen_seq, seq, MyDatabaseId, &count);
+	for (int i = 0; changed != NULL && i < count; i++)
+	{
+		if (changed[i] == SHMEM_ALL_SUBJECTS)
+		{
+			pfree(changed);
+			changed = NULL;
+		}
+	}
 	if (changed == NULL)
 	{
-		/* Fell more than a ring behind: start over. */
+		/* Fell more than a ring behind, or told all changed: start over. */
 		full_load(seq);
 		return;
 	}
@@ -504,11 +515,35 @@ compare_int64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Sort the pending subjects and drop duplicates. */
+static void
+dedupe_pending(void)
+{
+	int			n = 1;
+
+	if (pending_count <= 1)
+		return;
+	qsort(pending, pending_count, sizeof(int64), compare_int64);
+	for (int i = 1; i < pending_count; i++)
+		if (pending[i] != pending[n - 1])
+			pending[n++] = pending[i];
+	pending_count = n;
+	pending_refreshed = 0;
+}
+
 static void
 xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* Standbys hear of the changes through WAL, before the commit. */
+			if (pending_count > 0)
+			{
+				dedupe_pending();
+				announce_before_commit(pending, pending_count);
+			}
+			break;
 		case XACT_EVENT_PRE_PREPARE:
 			if (pending_count > 0)
 				ereport(ERROR,
@@ -519,13 +554,8 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (pending_count > 0)
 			{
-				int			n = 1;
-
-				qsort(pending, pending_count, sizeof(int64), compare_int64);
-				for (int i = 1; i < pending_count; i++)
-					if (pending[i] != pending[n - 1])
-						pending[n++] = pending[i];
-				shmem_publish_state_changes(pending, n, MyDatabaseId);
+				dedupe_pending();
+				shmem_publish_state_changes(pending, pending_count, MyDatabaseId);
 			}
 			pending_count = pending_refreshed = 0;
 			break;

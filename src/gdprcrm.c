@@ -12,6 +12,7 @@
 
 #include "fmgr.h"
 
+#include "announce.h"
 #include "consent.h"
 #include "database_keys.h"
 #include "guc.h"
@@ -30,6 +31,7 @@ _PG_init(void)
 	guc_init();
 	keyring_init();
 	shmem_init();
+	announce_init();
 	/* Transaction callbacks run newest first: the key module's go first. */
 	consent_init();
 	subject_keys_init();

@@ -14,13 +14,25 @@
  * it; a reader reads the sequence without the lock and then copies the
  * entries under a shared lock, so it never sees a number before its entry.
  *
+ * Changes awaiting their commit, on a standby (and after a crash): the
+ * startup process replays a record of the subjects a transaction changed
+ * (announce.c) before the transaction's commit record, so it parks them
+ * here with the transaction id.  Once that transaction is known to have
+ * committed, and its commit is visible to new snapshots, the subjects are
+ * published to the ring and, when keys were destroyed, the epoch advances,
+ * exactly as the primary did at commit; when it aborted, they are dropped.
+ * Entries are compacted to one per transaction when space runs short, and
+ * there is room for one per possible transaction in progress.
+ *
  * Shared memory exists only when gdprcrm is preloaded, which is also the
  * only way keys exist; without it the epoch reads as 0 and never moves.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "miscadmin.h"
+#include "storage/procarray.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -39,12 +51,26 @@ typedef struct StateChange
 	int64		subject;
 } StateChange;
 
+/* Room for changes awaiting commit; at least one per transaction. */
+#define AWAIT_SIZE 16384
+
+typedef struct AwaitedChange
+{
+	TransactionId xid;
+	Oid			db;
+	bool		keys_destroyed;
+	int64		subject;		/* SHMEM_ALL_SUBJECTS: all of them */
+} AwaitedChange;
+
 typedef struct GdprcrmShared
 {
 	pg_atomic_uint64 key_destroy_epoch;
 	pg_atomic_uint64 state_seq;
 	LWLock	   *ring_lock;
 	StateChange ring[STATE_RING_SIZE];
+	LWLock	   *await_lock;
+	pg_atomic_uint32 await_count;	/* read without the lock as a hint */
+	AwaitedChange await[AWAIT_SIZE];
 } GdprcrmShared;
 
 static GdprcrmShared *shared = NULL;
@@ -59,7 +85,7 @@ request_shmem(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(GdprcrmShared)));
-	RequestNamedLWLockTranche("gdprcrm", 1);
+	RequestNamedLWLockTranche("gdprcrm", 2);
 }
 #endif
 
@@ -78,7 +104,9 @@ startup_shmem(void)
 		pg_atomic_init_u64(&shared->key_destroy_epoch, 0);
 		pg_atomic_init_u64(&shared->state_seq, 0);
 		memset(shared->ring, 0, sizeof(shared->ring));
-		shared->ring_lock = &(GetNamedLWLockTranche("gdprcrm"))->lock;
+		shared->ring_lock = &(GetNamedLWLockTranche("gdprcrm"))[0].lock;
+		shared->await_lock = &(GetNamedLWLockTranche("gdprcrm"))[1].lock;
+		pg_atomic_init_u32(&shared->await_count, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -97,7 +125,7 @@ shmem_init(void)
 	shmem_request_hook = request_shmem;
 #else
 	RequestAddinShmemSpace(MAXALIGN(sizeof(GdprcrmShared)));
-	RequestNamedLWLockTranche("gdprcrm", 1);
+	RequestNamedLWLockTranche("gdprcrm", 2);
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = startup_shmem;
@@ -201,4 +229,154 @@ shmem_state_changes(uint64 after, uint64 upto, Oid db, int *count)
 	LWLockRelease(shared->ring_lock);
 	*count = n;
 	return subjects;
+}
+
+/*
+ * resolve_awaited
+ *	  With await_lock held: publish the changes of transactions that
+ *	  committed, drop those of transactions that aborted, keep the rest.
+ *	  in_startup: called by the startup process while it replays, where a
+ *	  transaction it has seen commit is visible and one it has not seen end
+ *	  is still running (and TransactionIdIsInProgress is not reliable before
+ *	  hot standby is ready); elsewhere, a transaction is over once no
+ *	  snapshot can see it running, and then its commit is visible.
+ */
+static void
+resolve_awaited(bool in_startup)
+{
+	int			n = (int) pg_atomic_read_u32(&shared->await_count);
+	int			kept = 0;
+	bool		keys_destroyed = false;
+
+	for (int i = 0; i < n; i++)
+	{
+		AwaitedChange *c = &shared->await[i];
+		bool		committed;
+
+		if (in_startup)
+		{
+			if (TransactionIdDidCommit(c->xid))
+				committed = true;
+			else if (TransactionIdDidAbort(c->xid))
+				committed = false;
+			else
+			{
+				shared->await[kept++] = *c;
+				continue;
+			}
+		}
+		else
+		{
+			if (TransactionIdIsInProgress(c->xid))
+			{
+				shared->await[kept++] = *c;
+				continue;
+			}
+			committed = TransactionIdDidCommit(c->xid);
+		}
+		if (committed)
+		{
+			shmem_publish_state_changes(&c->subject, 1, c->db);
+			keys_destroyed |= c->keys_destroyed;
+		}
+	}
+	pg_atomic_write_u32(&shared->await_count, (uint32) kept);
+	if (keys_destroyed)
+		shmem_advance_key_destroy_epoch();
+}
+
+/*
+ * compact_awaited
+ *	  With await_lock held: one entry per transaction, standing for all
+ *	  subjects.  Makes room when a flood of changes awaits commit.
+ */
+static void
+compact_awaited(void)
+{
+	int			n = (int) pg_atomic_read_u32(&shared->await_count);
+	int			kept = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		AwaitedChange *c = &shared->await[i];
+		int			j;
+
+		for (j = 0; j < kept; j++)
+			if (shared->await[j].xid == c->xid && shared->await[j].db == c->db)
+				break;
+		if (j < kept)
+			shared->await[j].keys_destroyed |= c->keys_destroyed;
+		else
+		{
+			shared->await[kept] = *c;
+			shared->await[kept].subject = SHMEM_ALL_SUBJECTS;
+			kept++;
+		}
+	}
+	pg_atomic_write_u32(&shared->await_count, (uint32) kept);
+}
+
+/*
+ * shmem_await_changes
+ *	  Called by the startup process replaying a record of changes made by
+ *	  transaction xid: keep them until that transaction ends (see the file
+ *	  header).  First settles what earlier records left.
+ */
+void
+shmem_await_changes(TransactionId xid, Oid db, bool keys_destroyed,
+					const int64 *subjects, int count)
+{
+	int			n;
+
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->await_lock, LW_EXCLUSIVE);
+	resolve_awaited(true);
+	n = (int) pg_atomic_read_u32(&shared->await_count);
+	if (n + count > AWAIT_SIZE)
+	{
+		compact_awaited();
+		n = (int) pg_atomic_read_u32(&shared->await_count);
+		count = 1;
+		subjects = NULL;
+	}
+	if (n + count > AWAIT_SIZE)
+		elog(PANIC, "gdprcrm: more transactions await commit than there is room for");
+	for (int i = 0; i < count; i++)
+	{
+		AwaitedChange *c = &shared->await[n + i];
+
+		c->xid = xid;
+		c->db = db;
+		c->keys_destroyed = keys_destroyed;
+		c->subject = subjects != NULL ? subjects[i] : SHMEM_ALL_SUBJECTS;
+	}
+	pg_atomic_write_u32(&shared->await_count, (uint32) (n + count));
+	LWLockRelease(shared->await_lock);
+}
+
+/*
+ * shmem_changes_awaiting
+ *	  Whether some replayed changes still await their transaction's end.
+ *	  A hint, read without a lock.
+ */
+bool
+shmem_changes_awaiting(void)
+{
+	return shared != NULL && pg_atomic_read_u32(&shared->await_count) > 0;
+}
+
+/*
+ * shmem_settle_awaited
+ *	  Called by a backend: publish the awaiting changes of transactions
+ *	  that have committed and are visible, drop those that aborted.
+ */
+void
+shmem_settle_awaited(void)
+{
+	if (!shmem_changes_awaiting())
+		return;
+	LWLockAcquire(shared->await_lock, LW_EXCLUSIVE);
+	resolve_awaited(false);
+	LWLockRelease(shared->await_lock);
 }

@@ -33,6 +33,7 @@
 #include "miscadmin.h"
 #include "utils/memutils.h"
 
+#include "announce.h"
 #include "consent.h"
 #include "csprng.h"
 #include "database_keys.h"
@@ -222,9 +223,12 @@ remember_last(const CachedKey *entry)
 static bool
 lookup(int64 subject)
 {
-	uint64		epoch = shmem_key_destroy_epoch();
+	uint64		epoch;
 	CachedKey  *entry;
 
+	/* On a standby: erasures replayed since the last statement. */
+	announce_catch_up();
+	epoch = shmem_key_destroy_epoch();
 	if (epoch != seen_epoch)
 	{
 		flush_cache();
@@ -527,6 +531,7 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 
 	erased = store_destroy_subject_key(subject);
 	destroyed_in_xact = true;
+	announce_keys_destroyed();
 	/* Row filters hide an erased subject's rows once this commits. */
 	consent_publish(subject);
 	if (cache != NULL && (entry = keycache_lookup(cache, subject)) != NULL)
