@@ -97,6 +97,13 @@ $primary->safe_psql('postgres', "SELECT gdprcrm.withdraw_consent($people[4], 'ma
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 is($app->query_safe($visible), '3', 'the standby session follows after the crash too');
 
+# A member removed from the team on the primary loses the project on the
+# standby from the next statement (the team change travels as a catalog
+# invalidation in the commit record).
+$primary->safe_psql('postgres', "SELECT gdprcrm.remove_project_member(1, 'analyst_app')");
+$primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
+is($app->query_safe($visible), '0', 'a removed member sees nothing in the open session');
+
 # No subject id or name went to either server log through the WAL records.
 for my $node ($primary, $standby)
 {
