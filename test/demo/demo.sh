@@ -38,7 +38,12 @@ note "installed gdprcrm $(sed -n "s/^default_version = '\(.*\)'/\1/p" gdprcrm.co
 
 say "2. A private PostgreSQL instance with gdprcrm preloaded"
 # gdprcrm.key_command is left empty: the development key file is used.
-init_private_instance "$demo" "$port"
+# The logging settings keep plaintext that PostgreSQL itself would log (the
+# text of a failing statement, the context line of a refused COPY value)
+# out of the server log (doc/operations.md, "Logging").
+init_private_instance "$demo" "$port" \
+    "log_error_verbosity = terse" "log_min_error_statement = panic" \
+    "log_parameter_max_length_on_error = 0" "log_statement = none" "log_min_duration_statement = -1"
 pg_ctl start
 note "data directory: $data (socket in $demo, no TCP listener)"
 note "the server log at start:"
