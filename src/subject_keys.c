@@ -19,6 +19,14 @@
  * destruction has committed, no statement anywhere decrypts with the old
  * key.  Erasures are rare; a full flush keeps this exact and simple.
  *
+ * Reach: a role that is not a superuser uses the key of a subject only when
+ * the subject is a person of a project whose team includes it (team.c).
+ * The person's project is read with the key row, in the same query, and
+ * kept in the cache entry; each use checks it against the current role, so
+ * a role change in a pooled connection reaches no key of the previous
+ * role's projects.  Every subject out of reach gets the same error, and
+ * none gets a key created.
+ *
  * Aborts: a key created in a transaction that rolls back does not exist,
  * and a tombstone it wrote is gone, so a (sub)transaction abort after
  * creating or destroying keys flushes the cache too.
