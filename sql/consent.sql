@@ -200,6 +200,14 @@ SELECT count(*) AS own_write_visible FROM gdprcrm.people WHERE id = :p3;
 ROLLBACK;
 SELECT count(*) AS after_rollback FROM gdprcrm.people WHERE id = :p3;
 
+-- A second change of the same subject in a transaction counts too.
+BEGIN;
+SELECT gdprcrm.grant_consent(:p3, 'marketing') > 0 AS granted_first;
+SELECT count(*) AS visible_after_grant FROM gdprcrm.people WHERE id = :p3;
+SELECT gdprcrm.withdraw_consent(:p3, 'marketing') > 0 AS withdrawn_second;
+SELECT count(*) AS hidden_after_withdrawal FROM gdprcrm.people WHERE id = :p3;
+ROLLBACK;
+
 -- A change rolled back to a savepoint counts no more than one rolled back
 -- whole, for the rest of the transaction.
 BEGIN;

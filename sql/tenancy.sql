@@ -21,6 +21,9 @@ SELECT gdprcrm.create_project('Service', ARRAY['regress svc.crm "quoted"']::name
 SELECT gdprcrm.create_project('Long',
     ARRAY['regress_long_role_name_that_takes_all_of_the_sixty_three_bytes']::name[]) AS long \gset
 SELECT gdprcrm.create_project('Nobody', ARRAY['REGRESS_TENANT']::name[]);
+-- Predefined roles get members from PostgreSQL itself: not team members.
+SELECT gdprcrm.create_project('Owners', ARRAY['pg_database_owner']::name[]);
+SELECT gdprcrm.add_project_member(:upper, 'pg_read_all_data');
 
 SET gdprcrm.purpose = 'tenancy_ops';
 SET ROLE "Regress_Tenant";
@@ -73,6 +76,11 @@ ALTER TABLE gdprcrm.project_members ENABLE TRIGGER bind_member;
 SET ROLE "regress svc.crm ""quoted""";
 SELECT gdprcrm.visible_projects() AS stale_binding_projects;
 RESET ROLE;
+-- Updating something else of the row does not bind it to the new role.
+UPDATE gdprcrm.project_members SET added_at = added_at WHERE project_id = :svc;
+SET ROLE "regress svc.crm ""quoted""";
+SELECT gdprcrm.visible_projects() AS after_unrelated_update;
+RESET ROLE;
 -- Adding the name again binds it to the role that has it now.
 SELECT gdprcrm.add_project_member(:svc, 'regress svc.crm "quoted"');
 SET ROLE "regress svc.crm ""quoted""";
@@ -109,6 +117,8 @@ INSERT INTO gdprcrm.people (id, project_id) VALUES (nextval('gdprcrm.people_id_s
 INSERT INTO gdprcrm.companies (id, project_id, name) VALUES (1000000, :lower, 'Chosen');
 INSERT INTO gdprcrm.people (project_id, external_id) VALUES (:lower, 'direct-insert');
 INSERT INTO gdprcrm.companies (project_id, name) VALUES (:lower, 'Sequenced');
+UPDATE gdprcrm.companies SET id = id + 1000000 WHERE name = 'Sequenced';
+UPDATE gdprcrm.companies SET domain = 'sequenced.test' WHERE name = 'Sequenced';
 SELECT count(*) AS direct_inserts FROM gdprcrm.people WHERE external_id = 'direct-insert';
 RESET ROLE;
 
@@ -174,6 +184,50 @@ FROM pg_backend_memory_contexts WHERE name = 'gdprcrm subject states';
 SET ROLE regress_tenant;
 SET gdprcrm.key_cache_size = 16000000;
 RESET ROLE;
+-- Nor do far-apart subject ids: a tenant that draws the sequence far ahead
+-- and gives one person there a state makes no backend build a bitmap up
+-- to that id.
+SELECT setval('gdprcrm.people_id_seq', 268435000) IS NOT NULL AS sequence_far_ahead;
+SET ROLE regress_tenant;
+SELECT gdprcrm.identify(:lower, 'far-away') AS far_person \gset
+SELECT gdprcrm.object(:far_person, 'tenancy_news') > 0 AS far_objection;
+RESET ROLE;
+\c
+SET gdprcrm.purpose = 'tenancy_news';
+SELECT count(*) FILTER (WHERE gdprcrm.lawful(id)) AS news_lawful, count(*) > 0 AS some_people FROM gdprcrm.people;
+SET gdprcrm.purpose = 'tenancy_ops';
+SELECT gdprcrm.lawful(:far_person) AS far_lawful_for_ops, gdprcrm.lawful(:far_person - 1) AS neighbour_lawful;
+SELECT sum(total_bytes) < 4 * 1024 * 1024 AS state_memory_small_with_far_ids
+FROM pg_backend_memory_contexts WHERE name = 'gdprcrm subject states';
+SELECT setval('gdprcrm.people_id_seq', 400000) IS NOT NULL AS sequence_back;
+
+-- Code that maintenance runs as a table's owner (index expressions during
+-- ANALYZE, VACUUM, REINDEX...) cannot act through gdprcrm for the session
+-- that runs the maintenance, often a superuser or autovacuum.
+CREATE SCHEMA regress_tenant_schema AUTHORIZATION regress_upper_admin;
+SET ROLE regress_upper_admin;
+CREATE FUNCTION regress_tenant_schema.join_lower(x int) RETURNS int
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF current_setting('regress.armed', true) = 'on' THEN
+        PERFORM gdprcrm.add_project_member(current_setting('regress.lower')::bigint, 'regress_upper_admin');
+    END IF;
+    RETURN x;
+END $$;
+CREATE TABLE regress_tenant_schema.bait (x int);
+INSERT INTO regress_tenant_schema.bait VALUES (1);
+RESET ROLE;
+SELECT set_config('regress.lower', :'lower', false) IS NOT NULL AS lower_known;
+SET ROLE regress_upper_admin;
+CREATE INDEX ON regress_tenant_schema.bait (regress_tenant_schema.join_lower(x));
+RESET ROLE;
+SET regress.armed = 'on';
+ANALYZE regress_tenant_schema.bait;
+REINDEX TABLE regress_tenant_schema.bait;
+RESET regress.armed;
+SELECT count(*) AS admin_joined_lower FROM gdprcrm.project_members
+WHERE project_id = :lower AND member = 'regress_upper_admin';
+DROP SCHEMA regress_tenant_schema CASCADE;
 
 -- Clean up the roles; their memberships go with them.
 DROP ROLE "Regress_Tenant", regress_tenant, "regress svc.crm ""quoted""",

@@ -11,9 +11,9 @@
  * record.  The standby's startup process replays it into shared memory,
  * where the subjects wait until the transaction is known to have
  * committed (and are then announced like on the primary) or aborted (and
- * are dropped).  Backends settle what waits once per statement, so a
- * change counts on the standby from the first statement that starts after
- * its commit was replayed.
+ * are dropped).  Backends settle what waits before their next decision
+ * once replay has moved on, so a change counts on the standby from the
+ * first decision after its commit was replayed, even within a statement.
  *
  * Writing the record before the commit, with the transaction id, is what
  * makes a crash harmless: if the primary dies between the two records,
@@ -34,6 +34,7 @@
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
+#include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -67,6 +68,7 @@ typedef struct xl_gdprcrm_changes
 
 static bool keys_destroyed_in_xact = false;
 static TimestampTz settled_at_statement = 0;
+static XLogRecPtr settled_at_replay = InvalidXLogRecPtr;
 
 /*
  * announce_keys_destroyed
@@ -95,6 +97,7 @@ announce_before_commit(const int64 *subjects, int count)
 		(count == 0 && !keys_destroyed_in_xact))
 		return;
 
+	memset(&rec, 0, sizeof(rec));	/* no stack bytes in the WAL */
 	rec.xid = xid;
 	rec.db = MyDatabaseId;
 	rec.keys_destroyed = keys_destroyed_in_xact;
@@ -109,21 +112,35 @@ announce_before_commit(const int64 *subjects, int count)
 
 /*
  * announce_catch_up
- *	  Settle replayed changes whose transaction ended, once per statement
- *	  (a change replayed during a statement counts from the next one).
- *	  Costs one atomic read when nothing waits.
+ *	  Settle replayed changes whose transaction ended.  Costs one atomic
+ *	  read when nothing waits.  While something waits, on a standby, each
+ *	  call settles again once replay has moved on since this backend last
+ *	  did (a commit can only have been replayed if replay moved), so a
+ *	  long statement stops decrypting an erased subject at its next value;
+ *	  while the primary is away and replay stands still, nothing is
+ *	  rechecked.  Out of recovery (after a promotion), once per statement.
  */
 void
 announce_catch_up(void)
 {
-	TimestampTz statement;
-
 	if (!shmem_changes_awaiting())
 		return;
-	statement = GetCurrentStatementStartTimestamp();
-	if (statement == settled_at_statement)
-		return;
-	settled_at_statement = statement;
+	if (RecoveryInProgress())
+	{
+		XLogRecPtr	replayed = GetXLogReplayRecPtr(NULL);
+
+		if (replayed == settled_at_replay)
+			return;
+		settled_at_replay = replayed;
+	}
+	else
+	{
+		TimestampTz statement = GetCurrentStatementStartTimestamp();
+
+		if (statement == settled_at_statement)
+			return;
+		settled_at_statement = statement;
+	}
 	shmem_settle_awaited();
 }
 

@@ -70,6 +70,16 @@ typedef struct DecisionBits
 #define MAX_BITMAP_SUBJECTS (UINT64CONST(1) << 28)
 #define MIN_BITMAP_SUBJECTS (UINT64CONST(1) << 16)
 
+/*
+ * A bitmap is built only while it is dense enough: at most this many bits
+ * per subject with a state, so that its memory (one bit per id up to the
+ * largest) stays within a small multiple of the hash table's (about 40
+ * bytes per subject) however far apart the ids are.  Ids are sequence
+ * values and dense in practice; anyone who can draw from the sequence
+ * could spread them, so a sparse set is decided from the hash table.
+ */
+#define MAX_BITS_PER_STATE 256
+
 typedef struct StateEntry
 {
 	int64		subject;		/* hash key */
@@ -187,10 +197,17 @@ update_bitmaps(int64 subject)
 	{
 		DecisionBits *b = &bits[i];
 
-		if (b->words != NULL && (uint64) subject >= b->subjects &&
-			(uint64) subject < MAX_BITMAP_SUBJECTS)
-			build_bitmap(i, (uint64) subject);
-		else if (b->words != NULL && (uint64) subject < b->subjects)
+		/*
+		 * A subject beyond the bitmap: drop it, and let the next decision
+		 * build a larger one if that is still dense enough.
+		 */
+		if (b->words != NULL && (uint64) subject >= b->subjects)
+		{
+			pfree(b->words);
+			b->words = NULL;
+			b->subjects = 0;
+		}
+		else if (b->words != NULL)
 		{
 			uint64		mask = UINT64CONST(1) << (subject % 64);
 
@@ -461,10 +478,12 @@ gdprcrm_lawful(PG_FUNCTION_ARGS)
 
 	/*
 	 * The bitmap is sized by the subjects that have a state, never by the
-	 * argument: it reaches max_state_subject at most.
+	 * argument: it reaches max_state_subject at most, and only while dense.
 	 */
 	b = &bits[p - purposes];
-	if (subject >= 0 && (uint64) subject < MAX_BITMAP_SUBJECTS)
+	if (subject >= 0 && (uint64) subject < MAX_BITMAP_SUBJECTS &&
+		((uint64) max_state_subject < MIN_BITMAP_SUBJECTS ||
+		 (uint64) max_state_subject / MAX_BITS_PER_STATE <= states->members))
 	{
 		if (b->words == NULL || (uint64) subject >= b->subjects)
 			build_bitmap(p - purposes, (uint64) max_state_subject);
@@ -482,7 +501,11 @@ gdprcrm_lawful(PG_FUNCTION_ARGS)
 void
 consent_publish(int64 subject)
 {
-	if (pending_count > 0 && pending[pending_count - 1] == subject)
+	/*
+	 * A subject changed twice in a row needs one entry, unless the first
+	 * was already read: then the second change must be read too.
+	 */
+	if (pending_count > pending_refreshed && pending[pending_count - 1] == subject)
 		return;
 	if (pending_count == pending_size)
 	{
@@ -581,9 +604,8 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
  * exception block) undoes its writes to the ledgers and subject_state, but
  * this backend may already have read them into its copy.  So each
  * subtransaction remembers how many subjects were pending when it started,
- * and its abort makes every subject published since then (and the one
- * just before, see below) be read again at the next decision, when the
- * rolled-back rows are invisible.  Those
+ * and its abort makes every subject published since then be read again at
+ * the next decision, when the rolled-back rows are invisible.  Those
  * subjects stay pending and are announced at commit even though their
  * change was undone: a needless refresh elsewhere costs one indexed fetch,
  * a missed one would show a hidden row.
@@ -618,10 +640,10 @@ subxact_callback(SubXactEvent event,
 		case SUBXACT_EVENT_ABORT_SUB:
 			{
 				/*
-				 * consent_publish folds a subject into the entry before it
-				 * when they are the same, and that entry may predate the
-				 * subtransaction: read it again too.  Unknown start (0):
-				 * everything pending, to be safe.
+				 * consent_publish may have folded a change made here into
+				 * the entry just before the subtransaction, if that entry
+				 * was not read yet then (it may have been since): read it
+				 * again too.  Unknown start (0): everything pending.
 				 */
 				int			start = level < pending_levels ? pending_at_level[level] : 0;
 

@@ -38,6 +38,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -151,15 +152,52 @@ gdprcrm_in_team(PG_FUNCTION_ARGS)
 }
 
 /*
+ * calling_user
+ *	  The role a gdprcrm SECURITY DEFINER function acts for: the current
+ *	  role outside every SECURITY DEFINER function (SET ROLE's, else the
+ *	  session's).  Refused during maintenance operations (ANALYZE, VACUUM
+ *	  and autovacuum, CREATE INDEX, REINDEX, CLUSTER, REFRESH MATERIALIZED
+ *	  VIEW): they run index expressions and the like as the table's owner
+ *	  while the session, and so the outer role, is whoever started the
+ *	  command, often a superuser; acting for it would lend its teams to
+ *	  the table owner's code.
+ */
+static Oid
+calling_user(void)
+{
+	if (InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("gdprcrm cannot act for a caller during a maintenance operation"),
+				 errdetail("Index expressions and similar code run during ANALYZE, VACUUM, CREATE INDEX, REINDEX, CLUSTER or REFRESH MATERIALIZED VIEW as a table's owner, not as the session's role.")));
+	return GetOuterUserId();
+}
+
+/*
  * gdprcrm.caller_in_team(project bigint) -> boolean
  *	  The same for the calling role as seen from inside a SECURITY DEFINER
- *	  function: the current role outside every such function.
+ *	  function (calling_user above).
  */
 PG_FUNCTION_INFO_V1(gdprcrm_caller_in_team);
 Datum
 gdprcrm_caller_in_team(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(team_includes(GetOuterUserId(), PG_GETARG_INT64(0)));
+	PG_RETURN_BOOL(team_includes(calling_user(), PG_GETARG_INT64(0)));
+}
+
+/*
+ * gdprcrm.calling_role() -> name
+ *	  The name of the calling role as seen from inside a SECURITY DEFINER
+ *	  function (calling_user above), in the caller's memory context.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_calling_role);
+Datum
+gdprcrm_calling_role(PG_FUNCTION_ARGS)
+{
+	Name		result = (Name) palloc0(NAMEDATALEN);
+
+	namestrcpy(result, GetUserNameFromId(calling_user(), false));
+	PG_RETURN_NAME(result);
 }
 
 /*

@@ -21,19 +21,33 @@ ALTER TABLE @extschema@.project_members ADD COLUMN member_oid oid;
 COMMENT ON COLUMN @extschema@.project_members.member_oid IS
     'OID of the role named member when the membership was recorded or restored; the membership counts only while they still match';
 
+/*
+ * Only a new row or a new name is bound: an UPDATE of anything else must
+ * not bind a stale row to whatever role now has its name.
+ */
 CREATE FUNCTION @extschema@.bind_member() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    NEW.member_oid := (SELECT r.oid FROM pg_catalog.pg_roles r
-                       WHERE r.rolname OPERATOR(pg_catalog.=) NEW.member);
+    IF TG_OP = 'INSERT' OR NEW.member IS DISTINCT FROM OLD.member THEN
+        NEW.member_oid := (SELECT r.oid FROM pg_catalog.pg_roles r
+                           WHERE r.rolname OPERATOR(pg_catalog.=) NEW.member);
+    END IF;
     RETURN NEW;
 END $$;
 COMMENT ON FUNCTION @extschema@.bind_member() IS
-    'Trigger binding a project member to the role that has its name now';
+    'Trigger binding a new project member to the role that has its name now';
 REVOKE ALL ON FUNCTION @extschema@.bind_member() FROM PUBLIC;
 CREATE TRIGGER bind_member BEFORE INSERT OR UPDATE ON @extschema@.project_members
     FOR EACH ROW EXECUTE FUNCTION @extschema@.bind_member();
-UPDATE @extschema@.project_members SET member = member;
+UPDATE @extschema@.project_members m SET member_oid = r.oid
+FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) m.member;
+
+/*
+ * The role gdprcrm's SECURITY DEFINER functions act for, in C so that it
+ * can refuse to answer during maintenance operations (src/team.c).
+ */
+CREATE OR REPLACE FUNCTION @extschema@.calling_role() RETURNS name
+    AS 'MODULE_PATHNAME', 'gdprcrm_calling_role' LANGUAGE C STABLE PARALLEL RESTRICTED;
 
 CREATE FUNCTION @extschema@.announce_team_change() RETURNS trigger
     AS 'MODULE_PATHNAME', 'gdprcrm_announce_team_change' LANGUAGE C;
@@ -140,6 +154,24 @@ BEGIN
     END IF;
 END $$;
 
+/*
+ * Predefined roles (pg_database_owner, pg_read_all_data, ...) get their
+ * members from PostgreSQL itself, without a change of pg_auth_members that
+ * would tell the backends' team lists: they are not team members.
+ */
+CREATE FUNCTION @extschema@.refuse_predefined_role(member name) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF member::text LIKE 'pg\_%' THEN
+        RAISE EXCEPTION 'predefined role "%" cannot be a team member', member
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add a role of your own and grant it to the roles that should be in the team.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.refuse_predefined_role(name) IS
+    'Raise for a predefined role (pg_*), whose members a team could not follow';
+REVOKE ALL ON FUNCTION @extschema@.refuse_predefined_role(name) FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION @extschema@.create_project(name text, members name[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -156,6 +188,7 @@ BEGIN
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_member) THEN
             RAISE EXCEPTION 'role "%" does not exist', v_member USING ERRCODE = 'undefined_object';
         END IF;
+        PERFORM @extschema@.refuse_predefined_role(v_member);
         INSERT INTO @extschema@.project_members AS m (project_id, member) VALUES (v_project, v_member)
         ON CONFLICT ON CONSTRAINT project_members_pkey DO UPDATE SET member_oid = EXCLUDED.member_oid;
     END LOOP;
@@ -170,6 +203,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) member) THEN
         RAISE EXCEPTION 'role "%" does not exist', member USING ERRCODE = 'undefined_object';
     END IF;
+    PERFORM @extschema@.refuse_predefined_role(member);
     -- Adding a name again binds it to the role that has it now.
     INSERT INTO @extschema@.project_members AS m (project_id, member) VALUES (project, member)
     ON CONFLICT ON CONSTRAINT project_members_pkey DO UPDATE SET member_oid = EXCLUDED.member_oid;
@@ -297,6 +331,8 @@ GRANT INSERT (project_id, external_id, email, email_bidx, name, phone, traits, s
     ON @extschema@.people TO gdprcrm_app, gdprcrm_admin;
 GRANT INSERT (project_id, name, domain, properties, created_at)
     ON @extschema@.companies TO gdprcrm_app, gdprcrm_admin;
+REVOKE UPDATE ON @extschema@.companies FROM gdprcrm_app, gdprcrm_admin;
+GRANT UPDATE (name, domain, properties) ON @extschema@.companies TO gdprcrm_app, gdprcrm_admin;
 
 /*
  * Recording data needs no purpose.  INSERT ... RETURNING would apply the

@@ -12,6 +12,7 @@ use GdprcrmTest;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 
 my $key_command = key_file_command(random_key_hex());
 my $primary = PostgreSQL::Test::Cluster->new('primary');
@@ -86,6 +87,37 @@ $primary->safe_psql('postgres', q{
 });
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 is($app->query_safe($visible), '5', 'and so does a mass withdrawal');
+
+# A statement that runs while an erasure is replayed stops decrypting the
+# subject at its next value, not at its end.
+$primary->safe_psql('postgres', q{
+	CREATE FUNCTION erasure_seen_after(person bigint, tries int) RETURNS int
+	LANGUAGE plpgsql AS $$
+	DECLARE
+		v text;
+	BEGIN
+		FOR i IN 1 .. tries LOOP
+			SELECT gdprcrm.decrypt(name, 'crm.people.name', id) INTO v FROM gdprcrm.people WHERE id = person;
+			IF v IS NULL THEN
+				RETURN i;
+			END IF;
+			PERFORM pg_sleep(0.1);
+		END LOOP;
+		RETURN NULL;
+	END $$;
+});
+$primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
+my $long_out = '';
+my $long = IPC::Run::start(
+	[ $standby->installed_command('psql'), '-XAtq', '-d', $standby->connstr('postgres'), '-c', "SELECT erasure_seen_after($people[8], 600)" ],
+	'>', \$long_out, '2>', \$long_out);
+$standby->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE 'SELECT erasure_seen_after%' AND state = 'active'")
+  or die 'the long statement did not start';
+$primary->safe_psql('postgres', "SELECT gdprcrm.shred_subject_key($people[8])");
+$primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
+$long->finish;
+like($long_out, qr/^\d+$/, 'a running statement on the standby stops decrypting an erased subject before it ends');
 
 # The primary crashes with gdprcrm's records in its WAL and comes back.
 $primary->safe_psql('postgres', "SELECT gdprcrm.withdraw_consent($people[3], 'marketing')");
