@@ -422,3 +422,455 @@ REVOKE ALL ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) FR
 GRANT EXECUTE ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) TO gdprcrm_app, gdprcrm_admin;
 
 /* ---- identify and import ---- */
+
+/*
+ * The foreign key of an identifier names its person by id alone.  It is
+ * checked for every identifier claimed, by a query that PostgreSQL plans
+ * once per session and then keeps.  By (project_id, id) that query could
+ * use any index of people that leads with project_id; planned while people
+ * was small and had no statistics, it chose people_activity and from then
+ * on read every person of the project for each new identifier.  By id
+ * there is one index it can use.  An identifier's project stays its
+ * person's project: only identify(), import_people() and merge_people()
+ * write this table, each taking the project from the person.
+ */
+ALTER TABLE @extschema@.person_identities
+    DROP CONSTRAINT person_identities_project_id_person_id_fkey,
+    ADD CONSTRAINT person_identities_person_id_fkey
+        FOREIGN KEY (person_id) REFERENCES @extschema@.people (id);
+
+/*
+ * identify: the same contract as in 0.3.0, at a cost that depends on
+ * neither the size of the tables nor their statistics.
+ *
+ * Every statement finds its rows by a whole key: identifiers by the
+ * primary key of person_identities (project, kind, blind index), people by
+ * id.  The old email of a person whose email changes is found by person
+ * (person_identities_person), without the project: with the project in
+ * the condition the planner could, without statistics, prefer a scan of
+ * the project's prefix of the primary key, that is of every email of the
+ * project, and PL/pgSQL then kept that plan for the session.  A new person
+ * has no old email, so nothing is deleted for one.
+ *
+ * Identifiers are claimed with INSERT ... ON CONFLICT DO NOTHING instead
+ * of a block that catches unique violations: such a block makes every call
+ * a subtransaction with a transaction id of its own, and a transaction
+ * that identifies more than 64 people overflows the cache of those ids
+ * that the snapshots of every session consult (they then look them up in
+ * pg_subtrans while it runs).  A claim that finds the identifier taken
+ * waits, like the unique violation did, for the transaction that took it;
+ * a new person that lost a claim is withdrawn again (row, claims and the
+ * data key its email was encrypted with) and the lookup runs again.  Under
+ * REPEATABLE READ an identifier taken by a transaction the snapshot does
+ * not see is a serialization failure.
+ *
+ * A known person is locked before a new identifier is claimed for it, so
+ * that two sessions changing one person's email serialise as before.  A
+ * call that changes nothing writes nothing.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
+                                                email text DEFAULT NULL, traits jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_email text := pg_catalog.btrim(email);
+    v_traits jsonb := coalesce(traits, '{}');
+    v_ext_key bytea;
+    v_email_key bytea;
+    v_by_ext bigint;
+    v_by_email bigint;
+    v_person bigint;
+    v_claimed integer;
+BEGIN
+    IF external_id IS NULL AND email IS NULL THEN
+        RAISE EXCEPTION 'identify needs an external id or an email' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.require_project_member(project);
+    IF external_id IS NOT NULL THEN
+        v_ext_key := @extschema@.blind_index(external_id, 'external_id');
+    END IF;
+    IF v_email IS NOT NULL THEN
+        v_email_key := @extschema@.blind_index(@extschema@.normalize_email(v_email), 'email');
+    END IF;
+
+    FOR attempt IN 1 .. 3 LOOP
+        v_by_ext := NULL;
+        v_by_email := NULL;
+        IF v_ext_key IS NOT NULL THEN
+            SELECT i.person_id INTO v_by_ext FROM @extschema@.person_identities i
+            WHERE i.project_id = project AND i.kind = 'external_id' AND i.key = v_ext_key;
+        END IF;
+        IF v_email_key IS NOT NULL THEN
+            SELECT i.person_id INTO v_by_email FROM @extschema@.person_identities i
+            WHERE i.project_id = project AND i.kind = 'email' AND i.key = v_email_key;
+        END IF;
+
+        IF v_by_ext IS NULL AND v_by_email IS NULL THEN
+            v_person := pg_catalog.nextval('@extschema@.people_id_seq');
+            INSERT INTO @extschema@.people (id, project_id, external_id, email, email_bidx,
+                                            traits, status, first_seen_at)
+            VALUES (v_person, project, identify.external_id,
+                    CASE WHEN v_email IS NOT NULL
+                         THEN @extschema@.encrypt(v_person, v_email, 'crm.people.email') END,
+                    v_email_key, v_traits,
+                    CASE WHEN v_email IS NULL THEN 'anonymous' ELSE 'identified' END,
+                    pg_catalog.now());
+            -- Claimed in the order of the key (email before external_id),
+            -- as import_people() claims them.
+            IF v_ext_key IS NOT NULL AND v_email_key IS NOT NULL THEN
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'email', v_email_key, v_person), (project, 'external_id', v_ext_key, v_person)
+                ON CONFLICT DO NOTHING;
+            ELSE
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, CASE WHEN v_ext_key IS NULL THEN 'email' ELSE 'external_id' END,
+                        coalesce(v_ext_key, v_email_key), v_person)
+                ON CONFLICT DO NOTHING;
+            END IF;
+            GET DIAGNOSTICS v_claimed = ROW_COUNT;
+            IF v_claimed = (v_email_key IS NOT NULL)::integer + (v_ext_key IS NOT NULL)::integer THEN
+                RETURN v_person;
+            END IF;
+            -- Another session claimed an identifier first: withdraw this
+            -- person and look again.
+            DELETE FROM @extschema@.person_identities i
+            WHERE i.person_id = v_person AND i.kind IN ('email', 'external_id');
+            DELETE FROM @extschema@.people p WHERE p.id = v_person;
+            IF v_email IS NOT NULL THEN
+                PERFORM @extschema@.shred_subject_key(v_person);
+            END IF;
+            CONTINUE;
+        END IF;
+
+        IF v_by_ext IS NOT NULL AND v_by_email IS NOT NULL AND v_by_ext <> v_by_email THEN
+            IF (SELECT p.email IS NOT NULL FROM @extschema@.people p WHERE p.id = v_by_ext) THEN
+                RAISE EXCEPTION 'the external id and the email belong to two identified people'
+                    USING ERRCODE = 'object_in_use',
+                          HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+            END IF;
+            PERFORM @extschema@.merge_people(project, v_by_ext, v_by_email);
+            v_person := v_by_email;
+        ELSE
+            v_person := coalesce(v_by_ext, v_by_email);
+            IF v_ext_key IS NOT NULL AND v_by_ext IS NULL THEN
+                PERFORM FROM @extschema@.people p WHERE p.id = v_person FOR NO KEY UPDATE;
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'external_id', v_ext_key, v_person)
+                ON CONFLICT DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+            ELSIF v_email_key IS NOT NULL AND v_by_email IS NULL THEN
+                PERFORM FROM @extschema@.people p WHERE p.id = v_person FOR NO KEY UPDATE;
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'email', v_email_key, v_person)
+                ON CONFLICT DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+                -- A changed email releases the old one.
+                DELETE FROM @extschema@.person_identities i
+                WHERE i.person_id = v_person AND i.kind = 'email' AND i.key <> v_email_key;
+            END IF;
+        END IF;
+
+        UPDATE @extschema@.people p SET
+            external_id = coalesce(p.external_id, identify.external_id),
+            email = CASE WHEN v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+                         THEN @extschema@.encrypt(p.id, v_email, 'crm.people.email') ELSE p.email END,
+            email_bidx = coalesce(v_email_key, p.email_bidx),
+            status = CASE WHEN coalesce(v_email_key, p.email_bidx) IS NOT NULL
+                          THEN 'identified' ELSE p.status END,
+            traits = CASE WHEN v_traits = '{}' THEN p.traits ELSE p.traits || v_traits END
+        WHERE p.id = v_person
+          AND (p.external_id IS NULL AND identify.external_id IS NOT NULL
+               OR v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+               OR coalesce(v_email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+               OR v_traits <> '{}' AND p.traits || v_traits IS DISTINCT FROM p.traits);
+        RETURN v_person;
+    END LOOP;
+    RAISE EXCEPTION 'could not claim the identifiers of the person'
+        USING ERRCODE = 'serialization_failure',
+              DETAIL = 'Concurrent transactions changed them three times while this one tried.',
+              HINT = 'Retry the transaction.';
+END $$;
+COMMENT ON FUNCTION @extschema@.identify(bigint, text, text, jsonb) IS
+    'Find or create a person by external id and/or email, merging an anonymous visitor into the identified person; returns the person id';
+
+/*
+ * import_people: identify many people in a few statements over the whole
+ * batch.  people is a JSON array of objects with the keys external_id,
+ * email (strings) and traits (an object), each as identify() takes them;
+ * the result has one row per element, in order: its 1-based position and
+ * its person.
+ *
+ * The result is the one of identify() called on each element in array
+ * order.  Elements that share no identifier and no person with another
+ * element and whose identifiers are all new make new people (one INSERT of
+ * the people, one of their identifiers); those whose identifiers all
+ * belong to one person already there update it (one UPDATE, and only
+ * where something changes).  The rest (an identifier repeated within the
+ * batch, a new identifier for a known person, two people to merge) go
+ * through identify() one by one, in array order, after the others: they
+ * touch no person and no identifier that the others touch.
+ *
+ * Identifiers are looked up by the whole primary key, one probe per
+ * identifier, so the cost follows the batch, not the tables.  Known
+ * people are updated (locked) before any identifier is claimed, as
+ * identify() does, and identifiers are claimed in key order, so that
+ * imports and identify() calls of the same people wait for each other
+ * instead of deadlocking.  The claims are one INSERT in a subtransaction
+ * (one for the whole batch): if a concurrent session claimed one of them
+ * first, they are made again without failing on a conflict, and the new
+ * people that lost one are withdrawn (row, claims, data key) and
+ * identified one by one like the rest.
+ */
+CREATE FUNCTION @extschema@.import_people(project bigint, people jsonb)
+RETURNS TABLE (ordinality bigint, person_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bad bigint;
+    v_elem jsonb;
+    v_ord bigint[];
+    v_ext text[];
+    v_email text[];
+    v_traits jsonb[];
+    v_ext_key bytea[];
+    v_email_key bytea[];
+    v_by_ext bigint[];
+    v_by_email bigint[];
+    v_found boolean;
+    v_class "char"[];       -- n: new person, m: matches one person, s: one by one
+    v_person bigint[];
+    v_lost bigint[];
+    v_seq_ord bigint[] := '{}';
+    v_seq_person bigint[] := '{}';
+    v_detail text;
+    r record;
+BEGIN
+    PERFORM @extschema@.require_project_member(project);
+    IF people IS NULL OR pg_catalog.jsonb_typeof(people) <> 'array' THEN
+        RAISE EXCEPTION 'people must be a JSON array' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass one object per person with the keys external_id, email and traits.';
+    END IF;
+
+    -- The shape of every element, in one pass; the first malformed one is
+    -- named by its position, never by its content.
+    SELECT min(e.ord) FILTER (WHERE NOT CASE WHEN pg_catalog.jsonb_typeof(e.elem) = 'object' THEN
+                   e.elem - '{external_id,email,traits}'::text[] = '{}'
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'external_id'), 'null') IN ('string', 'null')
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'email'), 'null') IN ('string', 'null')
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'traits'), 'null') IN ('object', 'null')
+                   AND (e.elem ->> 'external_id' IS NOT NULL OR e.elem ->> 'email' IS NOT NULL)
+                   ELSE false END),
+           array_agg(e.ord), array_agg(e.elem ->> 'external_id'), array_agg(e.elem ->> 'email'),
+           array_agg(CASE WHEN pg_catalog.jsonb_typeof(e.elem -> 'traits') = 'object'
+                          THEN e.elem -> 'traits' ELSE '{}' END)
+    INTO v_bad, v_ord, v_ext, v_email, v_traits
+    FROM pg_catalog.jsonb_array_elements(people) WITH ORDINALITY AS e (elem, ord);
+
+    IF v_bad IS NOT NULL THEN
+        v_elem := people -> (v_bad - 1)::integer;
+        IF pg_catalog.jsonb_typeof(v_elem) <> 'object' THEN
+            RAISE EXCEPTION 'element % of people is not a JSON object', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_elem - '{external_id,email,traits}'::text[] <> '{}' THEN
+            RAISE EXCEPTION 'element % of people has an unknown key', v_bad
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'The keys of an element are external_id, email and traits.';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'external_id'), 'null') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'external_id of element % of people is not a JSON string', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'email'), 'null') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'email of element % of people is not a JSON string', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'traits'), 'null') NOT IN ('object', 'null') THEN
+            RAISE EXCEPTION 'traits of element % of people is not a JSON object', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSE
+            RAISE EXCEPTION 'element % of people has neither an external id nor an email', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF v_ord IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Blind indexes, as identify() computes them.  An invalid address is
+    -- looked for element by element only once the batch failed.
+    BEGIN
+        SELECT array_agg(CASE WHEN x.ext IS NOT NULL THEN @extschema@.blind_index(x.ext, 'external_id') END),
+               array_agg(CASE WHEN x.email IS NOT NULL
+                              THEN @extschema@.blind_index(@extschema@.normalize_email(pg_catalog.btrim(x.email)),
+                                                           'email') END)
+        INTO v_ext_key, v_email_key
+        FROM unnest(v_ext, v_email) AS x (ext, email);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        FOR r IN SELECT x.ord, x.email FROM unnest(v_ord, v_email) AS x (ord, email)
+                 WHERE x.email IS NOT NULL ORDER BY x.ord LOOP
+            BEGIN
+                PERFORM @extschema@.normalize_email(pg_catalog.btrim(r.email));
+            EXCEPTION WHEN invalid_parameter_value THEN
+                GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+                RAISE EXCEPTION 'invalid email address in element % of people', r.ord
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = v_detail;
+            END;
+        END LOOP;
+        RAISE;
+    END;
+    -- The CHECK constraint of people.traits refuses the same; checking
+    -- first names the element.
+    PERFORM @extschema@.check_unrestricted(x.traits, 'person trait (element ' || x.ord || ')')
+    FROM unnest(v_ord, v_traits) AS x (ord, traits)
+    WHERE x.traits <> '{}';
+
+    -- One probe of the primary key per identifier.
+    SELECT array_agg(l.by_ext), array_agg(l.by_email), bool_or(l.by_ext IS NOT NULL OR l.by_email IS NOT NULL)
+    INTO v_by_ext, v_by_email, v_found
+    FROM (SELECT (SELECT i.person_id FROM @extschema@.person_identities i
+                  WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                    AND i.key = k.ext_key) AS by_ext,
+                 (SELECT i.person_id FROM @extschema@.person_identities i
+                  WHERE i.project_id = import_people.project AND i.kind = 'email'
+                    AND i.key = k.email_key) AS by_email
+          FROM unnest(v_ext_key, v_email_key) AS k (ext_key, email_key)
+          OFFSET 0) AS l;
+
+    IF NOT v_found
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_ext_key) AS k (key) WHERE k.key IS NOT NULL
+                       GROUP BY k.key HAVING count(*) > 1)
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_email_key) AS k (key) WHERE k.key IS NOT NULL
+                       GROUP BY k.key HAVING count(*) > 1) THEN
+        -- Only new people, each identifier once: the usual first import.
+        v_class := pg_catalog.array_fill('n'::"char", ARRAY[pg_catalog.cardinality(v_ord)]);
+        SELECT array_agg(pg_catalog.nextval('@extschema@.people_id_seq')) INTO v_person FROM unnest(v_ord);
+    ELSE
+        WITH x AS (
+            SELECT k.*
+            FROM unnest(v_ord, v_ext_key, v_email_key, v_by_ext, v_by_email)
+                 AS k (ord, ext_key, email_key, by_ext, by_email)
+        ), touched AS (
+            SELECT x.ord, t.person
+            FROM x CROSS JOIN LATERAL (VALUES (x.by_ext), (x.by_email)) AS t (person)
+            WHERE t.person IS NOT NULL
+        ), shared AS (
+            SELECT DISTINCT t.ord FROM touched t
+            WHERE t.person IN (SELECT t2.person FROM touched t2
+                               GROUP BY t2.person HAVING count(DISTINCT t2.ord) > 1)
+        ), c AS (
+            SELECT x.*,
+                   CASE WHEN x.ext_key IS NOT NULL AND count(*) OVER (PARTITION BY x.ext_key) > 1 THEN 's'
+                        WHEN x.email_key IS NOT NULL AND count(*) OVER (PARTITION BY x.email_key) > 1 THEN 's'
+                        WHEN x.ord IN (SELECT s.ord FROM shared s) THEN 's'
+                        WHEN x.by_ext IS NULL AND x.by_email IS NULL THEN 'n'
+                        WHEN (x.ext_key IS NULL OR x.by_ext IS NOT NULL)
+                             AND (x.email_key IS NULL OR x.by_email IS NOT NULL)
+                             AND (x.by_ext IS NULL OR x.by_email IS NULL OR x.by_ext = x.by_email) THEN 'm'
+                        ELSE 's' END::"char" AS class
+            FROM x
+        )
+        SELECT array_agg(c.class ORDER BY c.ord),
+               array_agg(CASE c.class WHEN 'n' THEN pg_catalog.nextval('@extschema@.people_id_seq')
+                                      WHEN 'm' THEN coalesce(c.by_ext, c.by_email) END ORDER BY c.ord)
+        INTO v_class, v_person
+        FROM (SELECT * FROM c ORDER BY c.ord) AS c;  -- new ids in the order of the elements
+    END IF;
+
+    -- What identify() would refuse for an element, before anything is
+    -- written, naming the element.
+    SELECT min(x.ord) INTO v_bad
+    FROM unnest(v_ord, v_class, v_by_ext, v_by_email) AS x (ord, class, by_ext, by_email)
+    WHERE x.class = 's' AND x.by_ext <> x.by_email
+      AND (SELECT p.email IS NOT NULL FROM @extschema@.people p WHERE p.id = x.by_ext);
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', v_bad
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+    END IF;
+
+    -- Known people first: like identify(), a person is locked before any
+    -- identifier is claimed, so that the two never wait for each other in
+    -- opposite orders.
+    IF v_found THEN
+        UPDATE @extschema@.people p SET
+            external_id = coalesce(p.external_id, x.ext),
+            email = CASE WHEN x.email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM x.email_key
+                         THEN @extschema@.encrypt(p.id, pg_catalog.btrim(x.email), 'crm.people.email')
+                         ELSE p.email END,
+            email_bidx = coalesce(x.email_key, p.email_bidx),
+            status = CASE WHEN coalesce(x.email_key, p.email_bidx) IS NOT NULL
+                          THEN 'identified' ELSE p.status END,
+            traits = CASE WHEN x.traits = '{}' THEN p.traits ELSE p.traits || x.traits END
+        FROM (SELECT u.* FROM unnest(v_class, v_person, v_ext, v_email, v_email_key, v_traits)
+                              AS u (class, person, ext, email, email_key, traits)
+              WHERE u.class = 'm' ORDER BY u.person) AS x
+        WHERE p.id = x.person
+          AND (p.external_id IS NULL AND x.ext IS NOT NULL
+               OR x.email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM x.email_key
+               OR coalesce(x.email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+               OR x.traits <> '{}' AND p.traits || x.traits IS DISTINCT FROM p.traits);
+    END IF;
+
+    INSERT INTO @extschema@.people (id, project_id, external_id, email, email_bidx, traits, status, first_seen_at)
+    SELECT x.person, import_people.project, x.ext,
+           CASE WHEN x.email IS NOT NULL
+                THEN @extschema@.encrypt(x.person, pg_catalog.btrim(x.email), 'crm.people.email') END,
+           x.email_key, x.traits,
+           CASE WHEN x.email IS NULL THEN 'anonymous' ELSE 'identified' END,
+           pg_catalog.now()
+    FROM unnest(v_class, v_person, v_ext, v_email, v_email_key, v_traits)
+         AS x (class, person, ext, email, email_key, traits)
+    WHERE x.class = 'n';
+
+    BEGIN
+        INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+        SELECT import_people.project, c.kind, c.key, x.person
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+             CROSS JOIN LATERAL (VALUES ('email', x.email_key), ('external_id', x.ext_key)) AS c (kind, key)
+        WHERE x.class = 'n' AND c.key IS NOT NULL
+        ORDER BY c.kind, c.key;
+    EXCEPTION WHEN unique_violation THEN
+        INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+        SELECT import_people.project, c.kind, c.key, x.person
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+             CROSS JOIN LATERAL (VALUES ('email', x.email_key), ('external_id', x.ext_key)) AS c (kind, key)
+        WHERE x.class = 'n' AND c.key IS NOT NULL
+        ORDER BY c.kind, c.key
+        ON CONFLICT DO NOTHING;
+        SELECT array_agg(x.person) INTO v_lost
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+        WHERE x.class = 'n'
+          AND (x.ext_key IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM @extschema@.person_identities i
+                   WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                     AND i.key = x.ext_key AND i.person_id = x.person)
+               OR x.email_key IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM @extschema@.person_identities i
+                   WHERE i.project_id = import_people.project AND i.kind = 'email'
+                     AND i.key = x.email_key AND i.person_id = x.person));
+        DELETE FROM @extschema@.person_identities i
+        WHERE i.person_id = ANY (v_lost) AND i.kind IN ('email', 'external_id');
+        DELETE FROM @extschema@.people p WHERE p.id = ANY (v_lost);
+        PERFORM @extschema@.shred_subject_key(l.person) FROM unnest(v_lost) AS l (person);
+        SELECT array_agg(CASE WHEN x.class = 'n' AND x.person = ANY (v_lost) THEN 's' ELSE x.class END
+                         ORDER BY x.n)
+        INTO v_class
+        FROM unnest(v_class, v_person) WITH ORDINALITY AS x (class, person, n);
+    END;
+
+    IF 's' = ANY (v_class) THEN
+        FOR r IN SELECT x.ord, x.ext, x.email, x.traits
+                 FROM unnest(v_ord, v_class, v_ext, v_email, v_traits) AS x (ord, class, ext, email, traits)
+                 WHERE x.class = 's' ORDER BY x.ord LOOP
+            v_seq_ord := v_seq_ord || r.ord;
+            v_seq_person := v_seq_person || @extschema@.identify(import_people.project, r.ext, r.email, r.traits);
+        END LOOP;
+        RETURN QUERY
+            SELECT x.ord, coalesce(s.person, x.person)
+            FROM unnest(v_ord, v_person) AS x (ord, person)
+            LEFT JOIN unnest(v_seq_ord, v_seq_person) AS s (ord, person) ON s.ord = x.ord
+            ORDER BY x.ord;
+    ELSE
+        RETURN QUERY SELECT x.ord, x.person FROM unnest(v_ord, v_person) AS x (ord, person);
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.import_people(bigint, jsonb) IS
+    'Identify many people at once from a JSON array of {external_id, email, traits}, as identify() would one by one; returns each element''s position and person id';
+REVOKE ALL ON FUNCTION @extschema@.import_people(bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.import_people(bigint, jsonb) TO gdprcrm_app, gdprcrm_admin;
