@@ -45,6 +45,7 @@ typedef struct StoreSession
 /* Plans survive across calls; the plan cache re-plans them when needed. */
 static SPIPlanPtr fetch_subject_plan = NULL;
 static SPIPlanPtr insert_subject_plan = NULL;
+static SPIPlanPtr insert_subjects_plan = NULL;
 static SPIPlanPtr destroy_subject_plan = NULL;
 static SPIPlanPtr fetch_database_plan = NULL;
 static SPIPlanPtr insert_database_plan = NULL;
@@ -256,6 +257,95 @@ store_insert_subject_key(int64 subject, const StoredKey *key)
 	inserted = SPI_processed > 0;
 	store_end(&session);
 	return inserted;
+}
+
+typedef struct SubjectPosition
+{
+	int64		subject;
+	int			position;
+} SubjectPosition;
+
+static int
+compare_subject_position(const void *a, const void *b)
+{
+	int64		x = ((const SubjectPosition *) a)->subject;
+	int64		y = ((const SubjectPosition *) b)->subject;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * store_insert_subject_keys
+ *	  Insert the first keys of count subjects in one statement; inserted[i]
+ *	  tells whether subjects[i]'s key went in (false: a concurrent
+ *	  transaction inserted one first, or the subject appears twice).
+ *	  Returns how many went in.
+ */
+int
+store_insert_subject_keys(const int64 *subjects, const StoredKey *keys, int count,
+						  bool *inserted)
+{
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, BYTEAARRAYOID, TEXTARRAYOID};
+	Datum		values[4];
+	Datum	   *ids = palloc(sizeof(Datum) * count);
+	Datum	   *versions = palloc(sizeof(Datum) * count);
+	Datum	   *wrapped = palloc(sizeof(Datum) * count);
+	Datum	   *with = palloc(sizeof(Datum) * count);
+	StoreSession session;
+	int			done;
+
+	for (int i = 0; i < count; i++)
+	{
+		ids[i] = Int64GetDatum(subjects[i]);
+		versions[i] = Int32GetDatum((int32) keys[i].version);
+		wrapped[i] = wrapped_datum(&keys[i]);
+		with[i] = CStringGetTextDatum(keys[i].wrapped_with);
+		inserted[i] = false;
+	}
+	values[0] = PointerGetDatum(construct_array(ids, count, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(versions, count, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(wrapped, count, BYTEAOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(with, count, TEXTOID, -1, false, TYPALIGN_INT));
+
+	store_begin(&session);
+	prepare_once(&insert_subjects_plan,
+				 "INSERT INTO " STORE_SCHEMA ".subject_keys"
+				 " (subject, key_version, wrapped_key, wrapped_with)"
+				 " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+				 " pg_catalog.unnest($3), pg_catalog.unnest($4))"
+				 " ON CONFLICT (subject) DO NOTHING RETURNING subject",
+				 4, types);
+	if (SPI_execute_plan(insert_subjects_plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not write gdprcrm.subject_keys");
+	done = (int) SPI_processed;
+	if (done > 0)
+	{
+		/* Match the subjects that went in by binary search, not n x n. */
+		SubjectPosition *order = palloc(sizeof(SubjectPosition) * count);
+
+		for (int i = 0; i < count; i++)
+		{
+			order[i].subject = subjects[i];
+			order[i].position = i;
+		}
+		qsort(order, count, sizeof(SubjectPosition), compare_subject_position);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			SubjectPosition key;
+			SubjectPosition *found;
+
+			key.subject = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+			found = bsearch(&key, order, count, sizeof(SubjectPosition),
+							compare_subject_position);
+			if (found != NULL)
+				inserted[found->position] = true;
+		}
+		pfree(order);
+	}
+	store_end(&session);
+	return done;
 }
 
 /*

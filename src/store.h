@@ -36,6 +36,8 @@ extern void store_scan_subject_states(const int64 *subjects, int count,
 									  StateRowFn fn, void *arg);
 extern bool store_fetch_subject_key(int64 subject, StoredKey *out, int64 *project);
 extern bool store_insert_subject_key(int64 subject, const StoredKey *key);
+extern int	store_insert_subject_keys(const int64 *subjects, const StoredKey *keys,
+									  int count, bool *inserted);
 extern bool store_destroy_subject_key(int64 subject);
 extern bool store_fetch_database_key(const char *purpose, StoredKey *out);
 extern bool store_insert_database_key(const char *purpose, const StoredKey *key);

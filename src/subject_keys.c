@@ -39,6 +39,8 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/memutils.h"
 
 #include "announce.h"
@@ -546,6 +548,76 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 		remove_entry(entry);
 	last_used.valid = false;
 	PG_RETURN_BOOL(erased);
+}
+
+/*
+ * gdprcrm.create_subject_keys(subjects bigint[]) -> integer
+ *	  Create the first data keys of many subjects in one statement and cache
+ *	  them, so that encrypting their first values needs no query of its own:
+ *	  for identify() and import_people(), which know the subjects are new.
+ *	  Subjects that already have a key (or a tombstone) keep it.  Returns
+ *	  how many keys were created.  Not executable by PUBLIC: it creates keys
+ *	  without the team check of encrypt().  The unwrapped keys live in one
+ *	  palloc'd buffer, zeroed before it is freed, errors included.
+ */
+PG_FUNCTION_INFO_V1(gdprcrm_create_subject_keys);
+Datum
+gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
+{
+	ArrayType  *array = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			count;
+	int64	   *subjects;
+	StoredKey  *rows;
+	bool	   *inserted;
+	unsigned char *keys;
+	volatile int created = 0;
+
+	deconstruct_array(array, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &nulls, &count);
+	if (count == 0)
+		PG_RETURN_INT32(0);
+	subjects = palloc(sizeof(int64) * count);
+	for (int i = 0; i < count; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("subject ids must not be null")));
+		subjects[i] = DatumGetInt64(elems[i]);
+	}
+	rows = palloc0(sizeof(StoredKey) * count);
+	inserted = palloc(sizeof(bool) * count);
+	keys = palloc(KEYRING_KEY_BYTES * (Size) count);
+
+	PG_TRY();
+	{
+		csprng_fill(keys, KEYRING_KEY_BYTES * (Size) count);
+		for (int i = 0; i < count; i++)
+		{
+			unsigned char ad[SUBJECT_KEY_AD_BYTES];
+
+			rows[i].version = 1;
+			subject_key_ad(subjects[i], rows[i].version, ad);
+			keyring_wrap(KEY_PURPOSE_WRAP, ad, sizeof(ad), keys + KEYRING_KEY_BYTES * i,
+						 rows[i].wrapped);
+			strlcpy(rows[i].wrapped_with, keyring_fingerprint(), sizeof(rows[i].wrapped_with));
+		}
+		created = store_insert_subject_keys(subjects, rows, count, inserted);
+		if (created > 0)
+			created_in_xact = true;
+		for (int i = 0; i < count; i++)
+			if (inserted[i])
+				remember(subjects[i], 0, rows[i].version, false, keys + KEYRING_KEY_BYTES * i);
+	}
+	PG_FINALLY();
+	{
+		sodium_memzero(keys, KEYRING_KEY_BYTES * (Size) count);
+	}
+	PG_END_TRY();
+	pfree(keys);
+	PG_RETURN_INT32(created);
 }
 
 static void

@@ -424,6 +424,18 @@ GRANT EXECUTE ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz)
 /* ---- identify and import ---- */
 
 /*
+ * New people's data keys, made in one statement and cached, so that the
+ * first encrypt() of each finds its key without a query of its own
+ * (src/subject_keys.c): import_people() makes a batch's keys at once, at
+ * about half the cost of making them one by one.
+ */
+CREATE FUNCTION @extschema@.create_subject_keys(subjects bigint[]) RETURNS integer
+    AS 'MODULE_PATHNAME', 'gdprcrm_create_subject_keys' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.create_subject_keys(bigint[]) IS
+    'Create and cache the first data keys of new subjects (for import_people); returns how many were created';
+REVOKE ALL ON FUNCTION @extschema@.create_subject_keys(bigint[]) FROM PUBLIC;
+
+/*
  * The foreign key of an identifier names its person by id alone.  It is
  * checked for every identifier claimed, by a query that PostgreSQL plans
  * once per session and then keeps.  By (project_id, id) that query could
@@ -807,6 +819,10 @@ BEGIN
                OR x.traits <> '{}' AND p.traits || x.traits IS DISTINCT FROM p.traits);
     END IF;
 
+    PERFORM @extschema@.create_subject_keys(array_agg(x.person))
+    FROM unnest(v_class, v_person, v_email) AS x (class, person, email)
+    WHERE x.class = 'n' AND x.email IS NOT NULL
+    HAVING count(*) > 0;
     INSERT INTO @extschema@.people (id, project_id, external_id, email, email_bidx, traits, status, first_seen_at)
     SELECT x.person, import_people.project, x.ext,
            CASE WHEN x.email IS NOT NULL
