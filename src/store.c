@@ -656,6 +656,27 @@ store_scan_subject_states(const int64 *subjects, int count, StateRowFn fn, void 
 }
 
 /*
+ * first_column_int64
+ *	  The first column of the last SPI result, a bigint, as an array
+ *	  allocated in context (count in *count).
+ */
+static int64 *
+first_column_int64(MemoryContext context, int *count)
+{
+	int64	   *values = MemoryContextAlloc(context, Max(SPI_processed, 1) * sizeof(int64));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		values[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*count = (int) SPI_processed;
+	return values;
+}
+
+/*
  * store_team_projects
  *	  The projects whose team role belongs to, as a palloc'd array in the
  *	  caller's context (count in *count), unsorted; *members_relid is set
@@ -684,15 +705,7 @@ store_team_projects(Oid role, int *count, Oid *members_relid)
 							 read_snapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.project_members");
-	projects = MemoryContextAlloc(caller, Max(SPI_processed, 1) * sizeof(int64));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		projects[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												  SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	*count = (int) SPI_processed;
+	projects = first_column_int64(caller, count);
 	store_end(&session);
 	return projects;
 }
@@ -716,15 +729,7 @@ store_all_projects(int *count)
 							 NULL, NULL, read_snapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.projects");
-	projects = MemoryContextAlloc(caller, Max(SPI_processed, 1) * sizeof(int64));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		projects[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												  SPI_tuptable->tupdesc, 1, &isnull));
-	}
-	*count = (int) SPI_processed;
+	projects = first_column_int64(caller, count);
 	store_end(&session);
 	return projects;
 }
