@@ -253,8 +253,27 @@ SET ROLE regress_idf_other;
 SELECT pg_temp.outcome(format('SELECT * FROM gdprcrm.import_people(%s, %L)', :imp, '[{"external_id": "intruder"}]')) AS other_team;
 SET ROLE regress_idf_nobody;
 SELECT pg_temp.outcome(format('SELECT * FROM gdprcrm.import_people(%s, %L)', :imp, '[{"external_id": "intruder"}]')) AS no_role;
+-- No project is nobody's: NULL never passes the team check, and nothing of
+-- the element reaches an error (no "failing row contains").
+SET ROLE regress_idf_other;
+SELECT pg_temp.outcome(format('SELECT * FROM gdprcrm.import_people(NULL, %L)',
+    '[{"external_id": "CANARY-null-project", "traits": {"salary": "CANARY"}}]')) AS null_project_import;
+SELECT pg_temp.outcome('SELECT gdprcrm.identify(NULL, ''CANARY-null-project'')') AS null_project_identify;
+SELECT pg_temp.outcome('SELECT gdprcrm.track(NULL, 1, ''login'')') AS null_project_track;
 RESET ROLE;
 SELECT count(*) AS intruders FROM gdprcrm.people WHERE external_id = 'intruder';
+
+-- identify() and import_people() take the same input: traits are an
+-- object, an external id at most 1 kB (a longer one would fail in the
+-- index, without saying which element).
+SET ROLE regress_idf_app;
+SELECT pg_temp.outcome(format('SELECT gdprcrm.identify(%s, %L, NULL, %L)', :proj, 'traits-array', '[1, 2]')) AS traits_array;
+SELECT pg_temp.outcome(format('SELECT gdprcrm.identify(%s, %L, NULL, %L)', :proj, 'traits-null', 'null')) AS traits_null;
+SELECT pg_temp.outcome(format('SELECT gdprcrm.identify(%s, %L)', :proj, repeat('x', 1025))) AS long_external_id;
+SELECT pg_temp.outcome(format('SELECT * FROM gdprcrm.import_people(%s, %L)', :imp,
+    jsonb_build_array(jsonb_build_object('external_id', 'short'), jsonb_build_object('external_id', repeat('x', 1025)))))
+    AS long_external_id_import;
+RESET ROLE;
 
 -- A declared purpose changes nothing.
 SET ROLE regress_idf_app;

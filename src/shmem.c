@@ -31,6 +31,7 @@
 #include "postgres.h"
 
 #include "access/transam.h"
+#include "access/xlogutils.h"
 #include "miscadmin.h"
 #include "storage/procarray.h"
 #include "port/atomics.h"
@@ -235,11 +236,13 @@ shmem_state_changes(uint64 after, uint64 upto, Oid db, int *count)
  * resolve_awaited
  *	  With await_lock held: publish the changes of transactions that
  *	  committed, drop those of transactions that aborted, keep the rest.
- *	  in_startup: called by the startup process while it replays, where a
- *	  transaction it has seen commit is visible and one it has not seen end
- *	  is still running (and TransactionIdIsInProgress is not reliable before
- *	  hot standby is ready); elsewhere, a transaction is over once no
- *	  snapshot can see it running, and then its commit is visible.
+ *	  in_startup: called by the startup process while it replays.  Before
+ *	  hot standby is ready, TransactionIdIsInProgress is not reliable there:
+ *	  a transaction it has seen commit is visible, one it has seen abort is
+ *	  gone, and any other is kept.  Otherwise (and in backends) a
+ *	  transaction is over once no snapshot can see it running, and then its
+ *	  commit is visible; so one whose primary crashed before its commit
+ *	  record is dropped once the standby learns it is not running.
  */
 static void
 resolve_awaited(bool in_startup)
@@ -253,7 +256,7 @@ resolve_awaited(bool in_startup)
 		AwaitedChange *c = &shared->await[i];
 		bool		committed;
 
-		if (in_startup)
+		if (in_startup && standbyState != STANDBY_SNAPSHOT_READY)
 		{
 			if (TransactionIdDidCommit(c->xid))
 				committed = true;

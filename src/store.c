@@ -699,6 +699,7 @@ store_team_projects(Oid role, int *count, Oid *members_relid)
 				 "SELECT DISTINCT m.project_id FROM " STORE_SCHEMA ".project_members m"
 				 " WHERE m.member_oid IS NOT NULL"
 				 " AND pg_catalog.pg_get_userbyid(m.member_oid) OPERATOR(pg_catalog.=) m.member"
+				 " AND pg_catalog.left(m.member::pg_catalog.text, 3) OPERATOR(pg_catalog.<>) 'pg_'"
 				 " AND pg_catalog.pg_has_role($1, m.member_oid, 'MEMBER')",
 				 1, types);
 	if (SPI_execute_snapshot(team_projects_plan, values, NULL,

@@ -148,6 +148,9 @@ PG_FUNCTION_INFO_V1(gdprcrm_in_team);
 Datum
 gdprcrm_in_team(PG_FUNCTION_ARGS)
 {
+	/* No project is nobody's: false, never NULL, so that NOT in_team() holds. */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(team_includes(GetUserId(), PG_GETARG_INT64(0)));
 }
 
@@ -182,7 +185,11 @@ PG_FUNCTION_INFO_V1(gdprcrm_caller_in_team);
 Datum
 gdprcrm_caller_in_team(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(team_includes(calling_user(), PG_GETARG_INT64(0)));
+	Oid			caller = calling_user();
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(team_includes(caller, PG_GETARG_INT64(0)));
 }
 
 /*

@@ -41,6 +41,8 @@ CREATE TRIGGER bind_member BEFORE INSERT OR UPDATE ON @extschema@.project_member
     FOR EACH ROW EXECUTE FUNCTION @extschema@.bind_member();
 UPDATE @extschema@.project_members m SET member_oid = r.oid
 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) m.member;
+-- Predefined roles are no team members any more (refuse_predefined_role).
+DELETE FROM @extschema@.project_members m WHERE m.member::text LIKE 'pg\_%';
 
 /*
  * The role gdprcrm's SECURITY DEFINER functions act for, in C so that it
@@ -58,12 +60,12 @@ CREATE TRIGGER announce_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.announce_team_change();
 
 CREATE FUNCTION @extschema@.in_team(project bigint) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'gdprcrm_in_team' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'gdprcrm_in_team' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.in_team(bigint) IS
     'Whether the current role is in the project''s team (the tenant filter of the CRM tables)';
 
 CREATE FUNCTION @extschema@.caller_in_team(project bigint) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'gdprcrm_caller_in_team' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+    AS 'MODULE_PATHNAME', 'gdprcrm_caller_in_team' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.caller_in_team(bigint) IS
     'Whether the calling role (outside SECURITY DEFINER functions) is in the project''s team';
 
@@ -498,6 +500,12 @@ BEGIN
         RAISE EXCEPTION 'identify needs an external id or an email' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM @extschema@.require_project_member(project);
+    IF pg_catalog.jsonb_typeof(v_traits) <> 'object' THEN
+        RAISE EXCEPTION 'traits must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.octet_length(external_id) > 1024 THEN
+        RAISE EXCEPTION 'an external id is at most 1024 bytes long' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF external_id IS NOT NULL THEN
         v_ext_key := @extschema@.blind_index(external_id, 'external_id');
     END IF;
@@ -564,14 +572,32 @@ BEGIN
             v_person := v_by_email;
         ELSE
             v_person := coalesce(v_by_ext, v_by_email);
-            IF v_ext_key IS NOT NULL AND v_by_ext IS NULL THEN
+            -- About to write to a known person (a claim or a change): lock
+            -- it, then check that what the lookup found still holds (a
+            -- concurrent identify may have merged the person away or moved
+            -- an identifier while this one waited for the lock).
+            IF (v_ext_key IS NOT NULL AND v_by_ext IS NULL) OR (v_email_key IS NOT NULL AND v_by_email IS NULL)
+               OR EXISTS (SELECT 1 FROM @extschema@.people p WHERE p.id = v_person
+                          AND (p.external_id IS NULL AND identify.external_id IS NOT NULL
+                               OR v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+                               OR coalesce(v_email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+                               OR v_traits <> '{}' AND p.traits || v_traits IS DISTINCT FROM p.traits)) THEN
                 PERFORM FROM @extschema@.people p WHERE p.id = v_person FOR NO KEY UPDATE;
+                CONTINUE WHEN NOT EXISTS (SELECT 1 FROM @extschema@.people p
+                                          WHERE p.id = v_person AND p.status <> 'merged')
+                    OR v_ext_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                        WHERE i.project_id = project AND i.kind = 'external_id' AND i.key = v_ext_key)
+                        IS DISTINCT FROM v_by_ext
+                    OR v_email_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                        WHERE i.project_id = project AND i.kind = 'email' AND i.key = v_email_key)
+                        IS DISTINCT FROM v_by_email;
+            END IF;
+            IF v_ext_key IS NOT NULL AND v_by_ext IS NULL THEN
                 INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
                 VALUES (project, 'external_id', v_ext_key, v_person)
                 ON CONFLICT DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             ELSIF v_email_key IS NOT NULL AND v_by_email IS NULL THEN
-                PERFORM FROM @extschema@.people p WHERE p.id = v_person FOR NO KEY UPDATE;
                 INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
                 VALUES (project, 'email', v_email_key, v_person)
                 ON CONFLICT DO NOTHING;
@@ -670,6 +696,7 @@ BEGIN
                    AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'email'), 'null') IN ('string', 'null')
                    AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'traits'), 'null') IN ('object', 'null')
                    AND (e.elem ->> 'external_id' IS NOT NULL OR e.elem ->> 'email' IS NOT NULL)
+                   AND coalesce(pg_catalog.octet_length(e.elem ->> 'external_id'), 0) <= 1024
                    ELSE false END),
            array_agg(e.ord), array_agg(e.elem ->> 'external_id'), array_agg(e.elem ->> 'email'),
            array_agg(CASE WHEN pg_catalog.jsonb_typeof(e.elem -> 'traits') = 'object'
@@ -694,6 +721,9 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'traits'), 'null') NOT IN ('object', 'null') THEN
             RAISE EXCEPTION 'traits of element % of people is not a JSON object', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF pg_catalog.octet_length(v_elem ->> 'external_id') > 1024 THEN
+            RAISE EXCEPTION 'external_id of element % of people is longer than 1024 bytes', v_bad
                 USING ERRCODE = 'invalid_parameter_value';
         ELSE
             RAISE EXCEPTION 'element % of people has neither an external id nor an email', v_bad
@@ -784,22 +814,28 @@ BEGIN
         FROM (SELECT * FROM c ORDER BY c.ord) AS c;  -- new ids in the order of the elements
     END IF;
 
-    -- What identify() would refuse for an element, before anything is
-    -- written, naming the element.
-    SELECT min(x.ord) INTO v_bad
-    FROM unnest(v_ord, v_class, v_by_ext, v_by_email) AS x (ord, class, by_ext, by_email)
-    WHERE x.class = 's' AND x.by_ext <> x.by_email
-      AND (SELECT p.email IS NOT NULL FROM @extschema@.people p WHERE p.id = x.by_ext);
-    IF v_bad IS NOT NULL THEN
-        RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', v_bad
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
-    END IF;
-
     -- Known people first: like identify(), a person is locked before any
     -- identifier is claimed, so that the two never wait for each other in
-    -- opposite orders.
+    -- opposite orders.  Once locked, what the lookup found must still hold:
+    -- a concurrent identify may have merged one of them away or moved an
+    -- identifier while this import waited.
     IF v_found THEN
+        PERFORM FROM @extschema@.people p
+        WHERE p.id IN (SELECT u.person FROM unnest(v_class, v_person) AS u (class, person) WHERE u.class = 'm')
+        ORDER BY p.id FOR NO KEY UPDATE;
+        IF EXISTS (SELECT 1 FROM unnest(v_class, v_person, v_ext_key, v_email_key)
+                                 AS x (class, person, ext_key, email_key)
+                   WHERE x.class = 'm'
+                     AND (NOT EXISTS (SELECT 1 FROM @extschema@.people p WHERE p.id = x.person AND p.status <> 'merged')
+                          OR x.ext_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                              WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                                AND i.key = x.ext_key) IS DISTINCT FROM x.person
+                          OR x.email_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                              WHERE i.project_id = import_people.project AND i.kind = 'email'
+                                AND i.key = x.email_key) IS DISTINCT FROM x.person)) THEN
+            RAISE EXCEPTION 'people of the batch were changed by a concurrent transaction'
+                USING ERRCODE = 'serialization_failure', HINT = 'Retry the import.';
+        END IF;
         UPDATE @extschema@.people p SET
             external_id = coalesce(p.external_id, x.ext),
             email = CASE WHEN x.email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM x.email_key
@@ -863,7 +899,10 @@ BEGIN
         DELETE FROM @extschema@.person_identities i
         WHERE i.person_id = ANY (v_lost) AND i.kind IN ('email', 'external_id');
         DELETE FROM @extschema@.people p WHERE p.id = ANY (v_lost);
-        PERFORM @extschema@.shred_subject_key(l.person) FROM unnest(v_lost) AS l (person);
+        -- Only those with an email got a data key.
+        PERFORM @extschema@.shred_subject_key(x.person)
+        FROM unnest(v_class, v_person, v_email) AS x (class, person, email)
+        WHERE x.person = ANY (v_lost) AND x.email IS NOT NULL;
         SELECT array_agg(CASE WHEN x.class = 'n' AND x.person = ANY (v_lost) THEN 's' ELSE x.class END
                          ORDER BY x.n)
         INTO v_class
@@ -875,7 +914,13 @@ BEGIN
                  FROM unnest(v_ord, v_class, v_ext, v_email, v_traits) AS x (ord, class, ext, email, traits)
                  WHERE x.class = 's' ORDER BY x.ord LOOP
             v_seq_ord := v_seq_ord || r.ord;
-            v_seq_person := v_seq_person || @extschema@.identify(import_people.project, r.ext, r.email, r.traits);
+            BEGIN
+                v_seq_person := v_seq_person || @extschema@.identify(import_people.project, r.ext, r.email, r.traits);
+            EXCEPTION WHEN object_in_use THEN
+                RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', r.ord
+                    USING ERRCODE = 'object_in_use',
+                          HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+            END;
         END LOOP;
         RETURN QUERY
             SELECT x.ord, coalesce(s.person, x.person)
