@@ -44,6 +44,7 @@ typedef struct StoreSession
 
 /* Plans survive across calls; the plan cache re-plans them when needed. */
 static SPIPlanPtr fetch_subject_plan = NULL;
+static SPIPlanPtr fetch_subject_reach_plan = NULL;
 static SPIPlanPtr insert_subject_plan = NULL;
 static SPIPlanPtr insert_subjects_plan = NULL;
 static SPIPlanPtr destroy_subject_plan = NULL;
@@ -188,10 +189,12 @@ wrapped_datum(const StoredKey *key)
 /*
  * store_fetch_subject_key
  *	  Read a subject's key row as of the latest committed state (and this
- *	  transaction's own changes), and the project of the person with that
- *	  id in *project (0 when there is none).  False when the subject has no
- *	  key row.  One query whatever the answer, so that its cost says
- *	  nothing about which of them it is.
+ *	  transaction's own changes).  False when the subject has no key row.
+ *	  With project non-NULL, also the project of the person with that id
+ *	  in *project (0 when there is none), read in the same query, so that
+ *	  neither the answer nor its cost says which of the two is missing;
+ *	  without, one index probe of the key table only (for callers that
+ *	  need no team check, such as superusers).
  */
 bool
 store_fetch_subject_key(int64 subject, StoredKey *out, int64 *project)
@@ -201,28 +204,44 @@ store_fetch_subject_key(int64 subject, StoredKey *out, int64 *project)
 	StoreSession session;
 	bool		found = false;
 	bool		isnull;
-	Datum		d;
+	SPIPlanPtr	plan;
 
 	store_begin(&session);
-	prepare_once(&fetch_subject_plan,
-				 "SELECT k.key_version, k.wrapped_key, k.wrapped_with, p.project_id"
-				 " FROM (VALUES ($1::pg_catalog.int8)) AS x (subject)"
-				 " LEFT JOIN " STORE_SCHEMA ".subject_keys k"
-				 " ON k.subject OPERATOR(pg_catalog.=) x.subject"
-				 " LEFT JOIN " STORE_SCHEMA ".people p"
-				 " ON p.id OPERATOR(pg_catalog.=) x.subject",
-				 1, types);
-	if (SPI_execute_snapshot(fetch_subject_plan, values, NULL,
-							 read_snapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (project != NULL)
+		plan = prepare_once(&fetch_subject_reach_plan,
+							"SELECT k.key_version, k.wrapped_key, k.wrapped_with, p.project_id"
+							" FROM (VALUES ($1::pg_catalog.int8)) AS x (subject)"
+							" LEFT JOIN " STORE_SCHEMA ".subject_keys k"
+							" ON k.subject OPERATOR(pg_catalog.=) x.subject"
+							" LEFT JOIN " STORE_SCHEMA ".people p"
+							" ON p.id OPERATOR(pg_catalog.=) x.subject",
+							1, types);
+	else
+		plan = prepare_once(&fetch_subject_plan,
+							"SELECT key_version, wrapped_key, wrapped_with"
+							" FROM " STORE_SCHEMA ".subject_keys"
+							" WHERE subject OPERATOR(pg_catalog.=) $1",
+							1, types);
+	if (SPI_execute_snapshot(plan, values, NULL, read_snapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read gdprcrm.subject_keys");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
-	*project = isnull ? 0 : DatumGetInt64(d);
-	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
+	if (project != NULL)
 	{
-		key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, 2, out);
-		found = true;
+		Datum		d;
+
+		if (SPI_processed != 1)
+			elog(ERROR, "could not read gdprcrm.subject_keys");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+		*project = isnull ? 0 : DatumGetInt64(d);
+	}
+	if (SPI_processed == 1)
+	{
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+		{
+			key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, 2, out);
+			found = true;
+		}
 	}
 	store_end(&session);
 	return found;

@@ -21,8 +21,9 @@
  *
  * Reach: a role that is not a superuser uses the key of a subject only when
  * the subject is a person of a project whose team includes it (team.c).
- * The person's project is read with the key row, in the same query, and
- * kept in the cache entry; each use checks it against the current role, so
+ * For such a role the person's project is read with the key row, in the
+ * same query (a superuser's miss reads the key row alone), and kept in the
+ * cache entry; each use checks it against the current role, so
  * a role change in a pooled connection reaches no key of the previous
  * role's projects.  Every subject out of reach gets the same error, and
  * none gets a key created.
@@ -364,7 +365,9 @@ load(int64 subject, bool create)
 	unsigned char key[KEYRING_KEY_BYTES];
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 
-	found = store_fetch_subject_key(subject, &row, &project);
+	/* A superuser reaches every subject: no need to read the project. */
+	project = 0;
+	found = store_fetch_subject_key(subject, &row, superuser() ? NULL : &project);
 	if (!team_includes(GetUserId(), project))
 		deny();
 	if (!found)
@@ -376,7 +379,7 @@ load(int64 subject, bool create)
 					 errhint("Encrypted values cannot be moved between databases.")));
 		if (create_key(subject, project))
 			return;
-		if (!store_fetch_subject_key(subject, &row, &project))
+		if (!store_fetch_subject_key(subject, &row, superuser() ? NULL : &project))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent creation of a subject data key")));
