@@ -229,6 +229,37 @@ SELECT count(*) AS admin_joined_lower FROM gdprcrm.project_members
 WHERE project_id = :lower AND member = 'regress_upper_admin';
 DROP SCHEMA regress_tenant_schema CASCADE;
 
+-- The foreign key checks of events, messages and links look a person up
+-- by its key, whatever plan a session made while the table was small:
+-- no index that merely leads with the project serves them.
+SET plan_cache_mode = force_generic_plan;
+PREPARE person_key_check(bigint, bigint) AS
+    SELECT 1 FROM ONLY gdprcrm.people x WHERE project_id = $1 AND id = $2 FOR KEY SHARE OF x;
+PREPARE company_key_check(bigint, bigint) AS
+    SELECT 1 FROM ONLY gdprcrm.companies x WHERE project_id = $1 AND id = $2 FOR KEY SHARE OF x;
+CREATE FUNCTION pg_temp.plan_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    line text;
+    plan text := '';
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || statement LOOP
+        plan := plan || line || ' ';
+    END LOOP;
+    RETURN plan;
+END $$;
+SELECT pg_temp.plan_of('EXECUTE person_key_check(1, 1)') ~ 'people_activity' AS person_check_scans_activity,
+       pg_temp.plan_of('EXECUTE company_key_check(1, 1)') ~ 'companies_domain' AS company_check_scans_domain;
+DEALLOCATE person_key_check;
+DEALLOCATE company_key_check;
+RESET plan_cache_mode;
+-- The invariant behind it: every index of people and companies that leads
+-- with project_id is unique or partial.
+SELECT i.indexrelid::regclass AS index_a_key_check_could_scan
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid IN ('gdprcrm.people'::regclass, 'gdprcrm.companies'::regclass)
+  AND a.attname = 'project_id' AND NOT i.indisunique AND i.indpred IS NULL;
+
 -- Clean up the roles; their memberships go with them.
 DROP ROLE "Regress_Tenant", regress_tenant, "regress svc.crm ""quoted""",
     regress_long_role_name_that_takes_all_of_the_sixty_three_bytes, regress_stranger,

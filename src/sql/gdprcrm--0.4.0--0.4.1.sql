@@ -423,6 +423,24 @@ END $$;
 REVOKE ALL ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) TO gdprcrm_app, gdprcrm_admin;
 
+/*
+ * Foreign keys to people (project_id, id) and companies (project_id, id)
+ * are checked by a query PostgreSQL plans once per session.  Planned while
+ * the table is small and has no statistics, it may choose any index that
+ * leads with project_id, and with people_activity or companies_domain it
+ * then reads every person or company of the project for each event,
+ * message or link written, for as long as the session lives.  Partial
+ * indexes, whose predicate a key lookup does not imply, leave it the
+ * unique indexes; the queries they serve (stale_people, lookups by
+ * domain) imply their predicates.
+ */
+DROP INDEX @extschema@.people_activity;
+CREATE INDEX people_activity ON @extschema@.people
+    (project_id, greatest(updated_at, coalesce(last_seen_at, '-infinity'::timestamptz)))
+    WHERE status <> 'merged';
+DROP INDEX @extschema@.companies_domain;
+CREATE INDEX companies_domain ON @extschema@.companies (project_id, domain) WHERE domain IS NOT NULL;
+
 /* ---- identify and import ---- */
 
 /*
