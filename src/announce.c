@@ -16,9 +16,10 @@
  * first decision after its commit was replayed, even within a statement.
  *
  * Writing the record before the commit, with the transaction id, is what
- * makes a crash harmless: if the primary dies between the two records,
- * the transaction never committed, and its announcement is dropped once
- * the standby learns it ended.  The record is written only when WAL is
+ * makes a crash harmless: if the primary dies between the two records, or
+ * the commit fails after the record (a serialization failure found at
+ * commit), the transaction never committed, and its announcement is
+ * dropped once the standby learns it ended.  The record is written only when WAL is
  * kept for standbys (wal_level replica or logical); during crash or
  * archive recovery without hot standby nobody listens, and it is skipped.
  *
@@ -34,7 +35,10 @@
 #include "access/xlog_internal.h"
 #include "access/xloginsert.h"
 #include "access/xlogreader.h"
+#include "compat.h"
+#ifdef COMPAT_HAS_CUSTOM_RMGR
 #include "access/xlogrecovery.h"
+#endif
 #include "access/xlogutils.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
@@ -93,6 +97,9 @@ announce_before_commit(const int64 *subjects, int count)
 	xl_gdprcrm_changes rec;
 	TransactionId xid = GetTopTransactionIdIfAny();
 
+#ifndef COMPAT_HAS_CUSTOM_RMGR
+	return;
+#endif
 	if (!XLogStandbyInfoActive() || !TransactionIdIsValid(xid) ||
 		(count == 0 && !keys_destroyed_in_xact))
 		return;
@@ -132,6 +139,8 @@ announce_catch_up(void)
 		if (replayed == settled_at_replay)
 			return;
 		settled_at_replay = replayed;
+		/* Every commit up to replayed is visible: settle for it, once. */
+		shmem_settle_awaited((uint64) replayed);
 	}
 	else
 	{
@@ -140,10 +149,11 @@ announce_catch_up(void)
 		if (statement == settled_at_statement)
 			return;
 		settled_at_statement = statement;
+		shmem_settle_awaited(0);
 	}
-	shmem_settle_awaited();
 }
 
+#ifdef COMPAT_HAS_CUSTOM_RMGR
 static void
 announce_redo(XLogReaderState *record)
 {
@@ -153,6 +163,11 @@ announce_redo(XLogReaderState *record)
 
 	if (info != XLOG_GDPRCRM_CHANGES)
 		elog(PANIC, "gdprcrm redo: unknown record type %u", info);
+	if (XLogRecGetDataLen(record) < SizeOfGdprcrmChanges ||
+		XLogRecGetDataLen(record) != SizeOfGdprcrmChanges +
+		sizeof(int64) * (rec->count > 0 ? rec->count : 0))
+		elog(PANIC, "gdprcrm redo: record of %u bytes does not match its count",
+			 XLogRecGetDataLen(record));
 
 	/* Crash or archive recovery: no backend survives to be told. */
 	if (standbyState == STANDBY_DISABLED)
@@ -189,6 +204,8 @@ static RmgrData announce_rmgr = {
 	.rm_identify = announce_identify,
 };
 
+#endif
+
 static void
 xact_callback(XactEvent event, void *arg pg_attribute_unused())
 {
@@ -214,7 +231,9 @@ xact_callback(XactEvent event, void *arg pg_attribute_unused())
 void
 announce_init(void)
 {
+#ifdef COMPAT_HAS_CUSTOM_RMGR
 	if (process_shared_preload_libraries_in_progress)
 		RegisterCustomRmgr(GDPRCRM_RMGR_ID, &announce_rmgr);
+#endif
 	RegisterXactCallback(xact_callback, NULL);
 }

@@ -39,4 +39,12 @@
 #define COMPAT_HAS_SHMEM_REQUEST_HOOK 1
 #endif
 
+/*
+ * PostgreSQL 15 added custom WAL resource managers, which announce.c needs
+ * to tell standbys of changes; on 14 standbys are not told (doc/security.md).
+ */
+#if PG_VERSION_NUM >= 150000
+#define COMPAT_HAS_CUSTOM_RMGR
+#endif
+
 #endif							/* GDPRCRM_COMPAT_H */

@@ -14,15 +14,18 @@
  * it; a reader reads the sequence without the lock and then copies the
  * entries under a shared lock, so it never sees a number before its entry.
  *
- * Changes awaiting their commit, on a standby (and after a crash): the
+ * Changes awaiting their commit, on a standby: the
  * startup process replays a record of the subjects a transaction changed
  * (announce.c) before the transaction's commit record, so it parks them
  * here with the transaction id.  Once that transaction is known to have
  * committed, and its commit is visible to new snapshots, the subjects are
  * published to the ring and, when keys were destroyed, the epoch advances,
  * exactly as the primary did at commit; when it aborted, they are dropped.
- * Entries are compacted to one per transaction when space runs short, and
- * there is room for one per possible transaction in progress.
+ * Entries are compacted to one per transaction when space runs short.
+ * AWAIT_SIZE transactions can wait at once: more than the primary can run
+ * at once with any usual max_connections (a hot standby needs at least the
+ * primary's); beyond that the startup process stops the standby rather
+ * than drop an announcement.
  *
  * Shared memory exists only when gdprcrm is preloaded, which is also the
  * only way keys exist; without it the epoch reads as 0 and never moves.
@@ -71,6 +74,7 @@ typedef struct GdprcrmShared
 	StateChange ring[STATE_RING_SIZE];
 	LWLock	   *await_lock;
 	pg_atomic_uint32 await_count;	/* read without the lock as a hint */
+	pg_atomic_uint64 settled_upto;	/* replay position last settled for */
 	AwaitedChange await[AWAIT_SIZE];
 } GdprcrmShared;
 
@@ -108,6 +112,7 @@ startup_shmem(void)
 		shared->ring_lock = &(GetNamedLWLockTranche("gdprcrm"))[0].lock;
 		shared->await_lock = &(GetNamedLWLockTranche("gdprcrm"))[1].lock;
 		pg_atomic_init_u32(&shared->await_count, 0);
+		pg_atomic_init_u64(&shared->settled_upto, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -372,14 +377,25 @@ shmem_changes_awaiting(void)
 /*
  * shmem_settle_awaited
  *	  Called by a backend: publish the awaiting changes of transactions
- *	  that have committed and are visible, drop those that aborted.
+ *	  that have committed and are visible, drop those that aborted.  With
+ *	  upto (a replay position read before the call; 0 out of recovery), a
+ *	  settling done by any backend for that position or a later one counts:
+ *	  one backend settles per advance of replay while the others wait for
+ *	  it at most, instead of each of them scanning the entries per row.
  */
 void
-shmem_settle_awaited(void)
+shmem_settle_awaited(uint64 upto)
 {
 	if (!shmem_changes_awaiting())
 		return;
+	if (upto != 0 && pg_atomic_read_u64(&shared->settled_upto) >= upto)
+		return;
 	LWLockAcquire(shared->await_lock, LW_EXCLUSIVE);
-	resolve_awaited(false);
+	if (upto == 0 || pg_atomic_read_u64(&shared->settled_upto) < upto)
+	{
+		resolve_awaited(false);
+		if (upto != 0)
+			pg_atomic_write_u64(&shared->settled_upto, upto);
+	}
 	LWLockRelease(shared->await_lock);
 }

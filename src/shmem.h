@@ -16,7 +16,7 @@ extern int64 *shmem_state_changes(uint64 after, uint64 upto, Oid db, int *count)
 extern void shmem_await_changes(TransactionId xid, Oid db, bool keys_destroyed,
 								const int64 *subjects, int count);
 extern bool shmem_changes_awaiting(void);
-extern void shmem_settle_awaited(void);
+extern void shmem_settle_awaited(uint64 upto);
 
 /* A state change that stands for every subject: reload them all. */
 #define SHMEM_ALL_SUBJECTS PG_INT64_MIN

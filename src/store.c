@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  * store.c
- *	  gdprcrm's key tables, read and written as their owner.
+ *	  gdprcrm's key and team tables, read and written as their owner.
  *
  * gdprcrm.subject_keys and gdprcrm.database_keys hold wrapped keys and
- * tombstones.  No application role has any privilege on them; the
+ * tombstones; the team queries read project_members and projects, and a
+ * key's lookup the person's project.  No application role has any
+ * privilege on the key tables; the
  * functions here run their queries as the tables' owner, the way a
  * SECURITY DEFINER function would, with a restricted security context so
  * that nothing the caller set up (search_path objects, triggers of theirs)
@@ -55,8 +57,9 @@ static SPIPlanPtr team_projects_plan = NULL;
 static SPIPlanPtr all_projects_plan = NULL;
 
 /*
- * store_owner
- *	  Owner of gdprcrm.subject_keys, which owns every key table.
+ * store_owner_if_installed
+ *	  Owner of gdprcrm.subject_keys, which owns every gdprcrm table, or
+ *	  InvalidOid when gdprcrm is not installed in this database.
  */
 static Oid
 store_owner_if_installed(void)
@@ -76,6 +79,7 @@ store_owner_if_installed(void)
 	return owner;
 }
 
+/* The same, or an error when gdprcrm is not installed here. */
 static Oid
 store_owner(void)
 {
@@ -295,10 +299,10 @@ compare_subject_position(const void *a, const void *b)
 
 /*
  * store_insert_subject_keys
- *	  Insert the first keys of count subjects in one statement; inserted[i]
- *	  tells whether subjects[i]'s key went in (false: a concurrent
- *	  transaction inserted one first, or the subject appears twice).
- *	  Returns how many went in.
+ *	  Insert the first keys of count distinct subjects in one statement;
+ *	  inserted[i] tells whether subjects[i]'s key went in (false: the
+ *	  subject already had one, or a concurrent transaction inserted one
+ *	  first).  Returns how many went in.
  */
 int
 store_insert_subject_keys(const int64 *subjects, const StoredKey *keys, int count,
@@ -714,6 +718,11 @@ store_team_projects(Oid role, int *count, Oid *members_relid)
 
 	store_begin(&session);
 	*members_relid = get_relname_relid("project_members", get_namespace_oid(STORE_SCHEMA, false));
+	if (!OidIsValid(*members_relid) || get_attnum(*members_relid, "member_oid") == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm in this database is older than its library"),
+				 errhint("Run ALTER EXTENSION gdprcrm UPDATE.")));
 	prepare_once(&team_projects_plan,
 				 "SELECT DISTINCT m.project_id FROM " STORE_SCHEMA ".project_members m"
 				 " WHERE m.member_oid IS NOT NULL"

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * store.h
- *	  gdprcrm's key tables, read and written as their owner (store.c).
+ *	  gdprcrm's key and team tables, read and written as their owner (store.c).
  *-------------------------------------------------------------------------
  */
 #ifndef GDPRCRM_STORE_H

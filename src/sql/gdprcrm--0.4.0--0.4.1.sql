@@ -42,7 +42,7 @@ CREATE TRIGGER bind_member BEFORE INSERT OR UPDATE ON @extschema@.project_member
 UPDATE @extschema@.project_members m SET member_oid = r.oid
 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) m.member;
 -- Predefined roles are no team members any more (refuse_predefined_role).
-DELETE FROM @extschema@.project_members m WHERE m.member::text LIKE 'pg\_%';
+DELETE FROM @extschema@.project_members m WHERE pg_catalog.starts_with(m.member::text, 'pg_');
 
 /*
  * The role gdprcrm's SECURITY DEFINER functions act for, in C so that it
@@ -164,7 +164,7 @@ END $$;
 CREATE FUNCTION @extschema@.refuse_predefined_role(member name) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF member::text LIKE 'pg\_%' THEN
+    IF pg_catalog.starts_with(member::text, 'pg_') THEN
         RAISE EXCEPTION 'predefined role "%" cannot be a team member', member
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Add a role of your own and grant it to the roles that should be in the team.';
@@ -454,22 +454,6 @@ CREATE FUNCTION @extschema@.create_subject_keys(subjects bigint[]) RETURNS integ
 COMMENT ON FUNCTION @extschema@.create_subject_keys(bigint[]) IS
     'Create and cache the first data keys of new subjects (for import_people); returns how many were created';
 REVOKE ALL ON FUNCTION @extschema@.create_subject_keys(bigint[]) FROM PUBLIC;
-
-/*
- * The foreign key of an identifier names its person by id alone.  It is
- * checked for every identifier claimed, by a query that PostgreSQL plans
- * once per session and then keeps.  By (project_id, id) that query could
- * use any index of people that leads with project_id; planned while people
- * was small and had no statistics, it chose people_activity and from then
- * on read every person of the project for each new identifier.  By id
- * there is one index it can use.  An identifier's project stays its
- * person's project: only identify(), import_people() and merge_people()
- * write this table, each taking the project from the person.
- */
-ALTER TABLE @extschema@.person_identities
-    DROP CONSTRAINT person_identities_project_id_person_id_fkey,
-    ADD CONSTRAINT person_identities_person_id_fkey
-        FOREIGN KEY (person_id) REFERENCES @extschema@.people (id);
 
 /*
  * identify: the same contract as in 0.3.0, at a cost that depends on
@@ -928,18 +912,22 @@ BEGIN
     END;
 
     IF 's' = ANY (v_class) THEN
-        FOR r IN SELECT x.ord, x.ext, x.email, x.traits
-                 FROM unnest(v_ord, v_class, v_ext, v_email, v_traits) AS x (ord, class, ext, email, traits)
-                 WHERE x.class = 's' ORDER BY x.ord LOOP
-            v_seq_ord := v_seq_ord || r.ord;
-            BEGIN
+        -- One block around the loop, not one per element: a block is a
+        -- subtransaction, and thousands of them in one transaction slow
+        -- every session's snapshots.
+        BEGIN
+            FOR r IN SELECT x.ord, x.ext, x.email, x.traits
+                     FROM unnest(v_ord, v_class, v_ext, v_email, v_traits) AS x (ord, class, ext, email, traits)
+                     WHERE x.class = 's' ORDER BY x.ord LOOP
+                v_bad := r.ord;
+                v_seq_ord := v_seq_ord || r.ord;
                 v_seq_person := v_seq_person || @extschema@.identify(import_people.project, r.ext, r.email, r.traits);
-            EXCEPTION WHEN object_in_use THEN
-                RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', r.ord
-                    USING ERRCODE = 'object_in_use',
-                          HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
-            END;
-        END LOOP;
+            END LOOP;
+        EXCEPTION WHEN object_in_use THEN
+            RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', v_bad
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+        END;
         RETURN QUERY
             SELECT x.ord, coalesce(s.person, x.person)
             FROM unnest(v_ord, v_person) AS x (ord, person)

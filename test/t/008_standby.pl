@@ -69,7 +69,8 @@ $primary->safe_psql('postgres', "SELECT gdprcrm.lift_restriction($people[1]); SE
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 is($app->query_safe($visible), '5', 'lifting and granting show them again');
 
-# A transaction rolled back on the primary changes nothing on the standby.
+# A transaction rolled back on the primary changes nothing on the standby
+# (it never reaches the commit that would write its record).
 $primary->safe_psql('postgres', "BEGIN; SELECT gdprcrm.withdraw_consent($people[2], 'marketing'); ROLLBACK");
 $primary->safe_psql('postgres', "SELECT gdprcrm.define_purpose('unrelated', 'contract', 'A later commit')");
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
@@ -136,7 +137,7 @@ $primary->safe_psql('postgres', "SELECT gdprcrm.remove_project_member(1, 'analys
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 is($app->query_safe($visible), '0', 'a removed member sees nothing in the open session');
 
-# No subject id or name went to either server log through the WAL records.
+# Nothing decrypted reached either server log during all of this.
 for my $node ($primary, $standby)
 {
 	unlike(slurp_file($node->logfile), qr/Person \d/, $node->name . ' log holds no decrypted name');

@@ -14,18 +14,21 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-# Failing statements that carry plaintext, the ways applications send it.
+# Failing statements that carry plaintext: a refused COPY value, a literal,
+# and a literal argument of EXECUTE.  (Bind parameters of the extended
+# protocol, which psql does not send here, are kept out of the log by
+# log_parameter_max_length_on_error = 0, PostgreSQL's default.)
 sub provoke
 {
 	my ($node, $tag) = @_;
 	my $copy_canary = "CANARY-$tag-copy\@example.org";
 	my $literal_canary = "CANARY-$tag-literal\@example.org";
-	my $param_canary = "CANARY-$tag-param\@example.org";
+	my $exec_canary = "CANARY-$tag-execute\@example.org";
 
 	$node->psql('postgres', "COPY plain_in FROM STDIN;\n$copy_canary\n\\.\n");
 	$node->psql('postgres', "SET ROLE logging_app; SELECT gdprcrm.identify(2, NULL, '$literal_canary')");
 	$node->psql('postgres',
-		"PREPARE ident(text) AS SELECT gdprcrm.identify(2, NULL, \$1); SET ROLE logging_app; EXECUTE ident('$param_canary')");
+		"PREPARE ident(text) AS SELECT gdprcrm.identify(2, NULL, \$1); SET ROLE logging_app; EXECUTE ident('$exec_canary')");
 	return ($copy_canary, $literal_canary);
 }
 
