@@ -37,6 +37,7 @@
 #include "announce.h"
 #include "consent.h"
 #include "guc.h"
+#include "int64_order.h"
 #include "shmem.h"
 #include "store.h"
 #include "subject_hash.h"
@@ -529,15 +530,6 @@ gdprcrm_publish_state_change(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static int
-compare_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /* Sort the pending subjects and drop duplicates. */
 static void
 dedupe_pending(void)
@@ -546,7 +538,7 @@ dedupe_pending(void)
 
 	if (pending_count <= 1)
 		return;
-	qsort(pending, pending_count, sizeof(int64), compare_int64);
+	qsort(pending, pending_count, sizeof(int64), int64_order);
 	for (int i = 1; i < pending_count; i++)
 		if (pending[i] != pending[n - 1])
 			pending[n++] = pending[i];

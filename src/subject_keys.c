@@ -49,6 +49,7 @@
 #include "csprng.h"
 #include "database_keys.h"
 #include "guc.h"
+#include "int64_order.h"
 #include "keyring.h"
 #include "shmem.h"
 #include "store.h"
@@ -558,20 +559,12 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(erased);
 }
 
-static int
-compare_subjects(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * gdprcrm.create_subject_keys(subjects bigint[]) -> integer
  *	  Create the first data keys of many subjects in one statement and cache
  *	  them, so that encrypting their first values needs no query of its own:
- *	  for identify() and import_people(), which know the subjects are new.
+ *	  for import_people(), which knows its new people's ids (for a single
+ *	  subject it saves nothing over encrypt()'s own creation).
  *	  Subjects that already have a key (or a tombstone) keep it.  Returns
  *	  how many keys were created.  Not executable by PUBLIC: it creates keys
  *	  without the team check of encrypt().  The unwrapped keys live in one
@@ -609,7 +602,7 @@ gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
 	 * Each subject once: with a repeated one, the row that goes in and the
 	 * key that is cached could be different draws.
 	 */
-	qsort(subjects, count, sizeof(int64), compare_subjects);
+	qsort(subjects, count, sizeof(int64), int64_order);
 	{
 		int			unique = 1;
 

@@ -44,6 +44,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
+#include "int64_order.h"
 #include "store.h"
 #include "team.h"
 
@@ -64,15 +65,6 @@ static TimestampTz checked_statement = 0;
 static Oid	members_relid = InvalidOid;
 static object_access_hook_type prev_object_access_hook = NULL;
 
-static int
-compare_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 static void
 rebuild(Oid role)
 {
@@ -90,7 +82,7 @@ rebuild(Oid role)
 	if (!cached.all)
 	{
 		found = store_team_projects(role, &count, &members_relid);
-		qsort(found, count, sizeof(int64), compare_int64);
+		qsort(found, count, sizeof(int64), int64_order);
 		cached.projects = MemoryContextAlloc(TopMemoryContext,
 											 Max(count, 1) * sizeof(int64));
 		memcpy(cached.projects, found, count * sizeof(int64));

@@ -577,7 +577,9 @@ BEGIN
             -- About to write to a known person (a claim or a change): lock
             -- it, then check that what the lookup found still holds (a
             -- concurrent identify may have merged the person away or moved
-            -- an identifier while this one waited for the lock).
+            -- an identifier while this one waited for the lock).  The test
+            -- of a change is the one of the UPDATE below: keep them alike.
+            -- A call that changes nothing takes no lock and writes nothing.
             IF (v_ext_key IS NOT NULL AND v_by_ext IS NULL) OR (v_email_key IS NOT NULL AND v_by_email IS NULL)
                OR EXISTS (SELECT 1 FROM @extschema@.people p WHERE p.id = v_person
                           AND (p.external_id IS NULL AND identify.external_id IS NOT NULL
