@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 
 #include "announce.h"
 #include "consent.h"
@@ -28,6 +29,20 @@ void		_PG_init(void);
 void
 _PG_init(void)
 {
+	/*
+	 * pg_upgrade runs both clusters in binary-upgrade mode, preloading
+	 * gdprcrm as their postgresql.conf says, and loads it once more to see
+	 * that it exists.  It moves catalogs and data files and calls no gdprcrm
+	 * function, so nothing starts: no key command runs (and no development
+	 * key file is made under a new key in the new cluster), no shared memory,
+	 * WAL resource manager, hook or callback is registered, and gdprcrm.*
+	 * lines in postgresql.conf stay placeholders, which PostgreSQL accepts
+	 * without a warning.  Called anyway, a function that needs a key fails
+	 * with 55000, and row filters hide every row (no purpose is declared).
+	 */
+	if (IsBinaryUpgrade)
+		return;
+
 	guc_init();
 	keyring_init();
 	shmem_init();

@@ -431,6 +431,13 @@ keyring_is_loaded(void)
 static void
 require_keyring(void)
 {
+	/* Preloaded, but pg_upgrade's servers load no key (gdprcrm.c). */
+	if (secrets == NULL && IsBinaryUpgrade)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm keys are not loaded in binary-upgrade mode"),
+				 errdetail("While pg_upgrade runs the server, gdprcrm loads no key."),
+				 errhint("Use gdprcrm once the server is started normally.")));
 	if (secrets == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
