@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "big_endian.h"
 #include "envelope.h"
 
 /*
@@ -52,16 +53,12 @@ void
 envelope_write_header(uint8_t *buf, EnvelopeCipher cipher, EnvelopeKind kind,
 					  int64_t subject, uint32_t key_version)
 {
-	uint64_t	s = (uint64_t) subject;
-
 	buf[0] = ENVELOPE_FORMAT_VERSION;
 	buf[1] = (uint8_t) cipher;
 	buf[2] = (uint8_t) kind;
 	buf[3] = 0;
-	for (int i = 0; i < 8; i++)
-		buf[4 + i] = (uint8_t) (s >> (56 - 8 * i));
-	for (int i = 0; i < 4; i++)
-		buf[12 + i] = (uint8_t) (key_version >> (24 - 8 * i));
+	big_endian_put(buf + 4, (uint64_t) subject, 8);
+	big_endian_put(buf + 12, key_version, 4);
 }
 
 /*
@@ -75,8 +72,6 @@ EnvelopeStatus
 envelope_decode(const uint8_t *buf, size_t len, EnvelopeKind expected_kind,
 				Envelope *out)
 {
-	uint64_t	s = 0;
-	uint32_t	v = 0;
 	size_t		nonce_len;
 
 	if (len < ENVELOPE_HEADER_BYTES)
@@ -96,15 +91,10 @@ envelope_decode(const uint8_t *buf, size_t len, EnvelopeKind expected_kind,
 	if (expected_kind != ENVELOPE_KIND_ANY && buf[2] != (uint8_t) expected_kind)
 		return ENVELOPE_WRONG_KIND;
 
-	for (int i = 0; i < 8; i++)
-		s = (s << 8) | buf[4 + i];
-	for (int i = 0; i < 4; i++)
-		v = (v << 8) | buf[12 + i];
-
 	out->cipher = (EnvelopeCipher) buf[1];
 	out->kind = (EnvelopeKind) buf[2];
-	out->subject = (int64_t) s;
-	out->key_version = v;
+	out->subject = (int64_t) big_endian_get(buf + 4, 8);
+	out->key_version = (uint32_t) big_endian_get(buf + 12, 4);
 	out->header = buf;
 	out->nonce = buf + ENVELOPE_HEADER_BYTES;
 	out->nonce_len = nonce_len;

@@ -138,7 +138,7 @@ guc_init(void)
 
 	DefineCustomIntVariable("gdprcrm.key_cache_size",
 							"Most subject data keys one backend keeps unwrapped.",
-							"Keys not used recently are evicted and zeroed first.",
+							"When it is full, a key not used since the eviction sweep last passed it is evicted and zeroed.",
 							&gdprcrm_key_cache_size,
 							131072,
 							1,

@@ -45,6 +45,7 @@
 #include "utils/memutils.h"
 
 #include "announce.h"
+#include "big_endian.h"
 #include "consent.h"
 #include "csprng.h"
 #include "database_keys.h"
@@ -123,14 +124,11 @@ static bool destroyed_in_xact = false;
 static void
 subject_key_ad(int64 subject, uint32 version, unsigned char *ad)
 {
-	uint64		s = (uint64) subject;
 	size_t		n = sizeof(SUBJECT_KEY_AD_LABEL) - 1;
 
 	memcpy(ad, SUBJECT_KEY_AD_LABEL, n);
-	for (int i = 0; i < 8; i++)
-		ad[n + i] = (unsigned char) (s >> (56 - 8 * i));
-	for (int i = 0; i < 4; i++)
-		ad[n + 8 + i] = (unsigned char) (version >> (24 - 8 * i));
+	big_endian_put(ad + n, (uint64) subject, 8);
+	big_endian_put(ad + n + 8, version, 4);
 }
 
 static inline unsigned char *
