@@ -1,7 +1,12 @@
 /*-------------------------------------------------------------------------
- * restricted.c
- *	  Refuse restricted data in CRM properties: payment card numbers and
- *	  special categories of personal data (GDPR Art. 9 and 10).
+ * data_guard.c
+ *	  The data guard: refuse, in CRM properties, data the CRM must not hold:
+ *	  payment card numbers and special categories of personal data (GDPR
+ *	  Art. 9 and 10).
+ *
+ * (Not to be confused with the restriction of processing of Art. 18,
+ * subject_state.c and consent.c: this is about kinds of data, not about
+ * subjects.  The SQL name check_unrestricted() is older than this file's.)
  *
  * gdprcrm.check_unrestricted(jsonb, what) walks a document once and raises
  * ERRCODE_CHECK_VIOLATION at the first problem, naming its JSON path and
@@ -447,7 +452,7 @@ refuse_card(const char *what, const PathLevel *levels, int depth, bool in_key)
 
 /*
  * gdprcrm.check_unrestricted(value jsonb, what text) -> boolean
- *	  True when value holds no restricted data; otherwise raises
+ *	  True when value holds nothing the data guard refuses; otherwise raises
  *	  ERRCODE_CHECK_VIOLATION naming what (e.g. "event property") and the
  *	  JSON path, never the value.
  */
