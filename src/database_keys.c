@@ -7,8 +7,9 @@
  * rotated.  Each is therefore a random key made on first use in a
  * database and stored in gdprcrm.database_keys wrapped under the root
  * key's derived key for that purpose, exactly like subject keys: a
- * rotation rewraps it, and every blind index stays valid.  Being per
- * database, blind indexes of two databases cannot be linked.
+ * rotation rewraps it (rotation.c, told how by database_keys_table), and
+ * every blind index stays valid.  Being per database, blind indexes of
+ * two databases cannot be linked.
  *
  * These keys never change once created, so a backend caches them for its
  * lifetime, except that one created by a transaction that rolls back is
@@ -20,9 +21,12 @@
 #include <sodium.h>
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
 
 #include "csprng.h"
 #include "database_keys.h"
+#include "owner_query.h"
 
 typedef struct DatabaseKeySpec
 {
@@ -67,6 +71,61 @@ spec_by_name(const char *name)
 }
 
 /*
+ * The key table, gdprcrm.database_keys: one row per purpose, read and
+ * written as the tables' owner (owner_query.c).
+ */
+#define KEY_TABLE GDPRCRM_SCHEMA ".database_keys"
+
+/* Plans survive across calls; the plan cache re-plans them when needed. */
+static SPIPlanPtr fetch_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+
+/*
+ * fetch_key_row
+ *	  Read the key of a purpose in this database (latest snapshot).
+ */
+static bool
+fetch_key_row(const char *purpose, StoredKey *out)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(purpose)};
+	OwnerQuery	query;
+	bool		found;
+
+	owner_query_begin(&query);
+	found = owner_query_read(owner_query_prepare(&fetch_plan,
+												 "SELECT purpose, wrapped_key, wrapped_with"
+												 " FROM " KEY_TABLE
+												 " WHERE purpose OPERATOR(pg_catalog.=) $1",
+												 1, types),
+							 values, 1, KEY_TABLE) > 0;
+	if (found)
+		stored_key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 0, 2, out);
+	owner_query_end(&query);
+	return found;
+}
+
+/*
+ * insert_key_row
+ *	  Insert the key of a purpose; false if another transaction won.
+ */
+static bool
+insert_key_row(const char *purpose, const StoredKey *key)
+{
+	Oid			types[3] = {TEXTOID, BYTEAOID, TEXTOID};
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(purpose);
+	values[1] = stored_key_wrapped_datum(key);
+	values[2] = CStringGetTextDatum(key->wrapped_with);
+	return owner_query_execute(&insert_plan,
+							   "INSERT INTO " KEY_TABLE
+							   " (purpose, wrapped_key, wrapped_with)"
+							   " VALUES ($1, $2, $3) ON CONFLICT (purpose) DO NOTHING",
+							   3, types, values, SPI_OK_INSERT, KEY_TABLE) > 0;
+}
+
+/*
  * database_keys_get
  *	  The key of a purpose in this database, created on first use.  Points
  *	  to backend-lifetime storage.
@@ -83,7 +142,7 @@ database_keys_get(DatabaseKeyPurpose purpose)
 		return cached_keys[purpose];
 
 	ad_len = database_key_ad(spec->name, ad, sizeof(ad));
-	if (!store_fetch_database_key(spec->name, &row))
+	if (!fetch_key_row(spec->name, &row))
 	{
 		memset(&row, 0, sizeof(row));
 		csprng_fill(cached_keys[purpose], KEYRING_KEY_BYTES);
@@ -91,7 +150,7 @@ database_keys_get(DatabaseKeyPurpose purpose)
 		strlcpy(row.wrapped_with, keyring_fingerprint(), sizeof(row.wrapped_with));
 		PG_TRY();
 		{
-			if (store_insert_database_key(spec->name, &row))
+			if (insert_key_row(spec->name, &row))
 			{
 				created_in_xact = true;
 				cached[purpose] = true;
@@ -106,7 +165,7 @@ database_keys_get(DatabaseKeyPurpose purpose)
 		if (cached[purpose])
 			return cached_keys[purpose];
 		sodium_memzero(cached_keys[purpose], KEYRING_KEY_BYTES);
-		if (!store_fetch_database_key(spec->name, &row))
+		if (!fetch_key_row(spec->name, &row))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent creation of a gdprcrm database key")));
@@ -118,23 +177,38 @@ database_keys_get(DatabaseKeyPurpose purpose)
 }
 
 /*
- * database_keys_rewrap
- *	  Rewrap callback for store_rewrap_database_keys.
+ * database_key_binding
+ *	  For root key rotation: a database key is wrapped under its purpose's
+ *	  root-derived key, bound to the purpose's name.
  */
-void
-database_keys_rewrap(const char *purpose, const StoredKey *old,
-					 unsigned char *new_wrapped)
+static KeyPurpose
+database_key_binding(Datum id, uint32 version pg_attribute_unused(),
+					 unsigned char *ad, size_t *ad_len)
 {
-	const DatabaseKeySpec *spec = spec_by_name(purpose);
-	unsigned char key[KEYRING_KEY_BYTES];
-	unsigned char ad[64];
-	size_t		ad_len = database_key_ad(spec->name, ad, sizeof(ad));
+	const DatabaseKeySpec *spec = spec_by_name(TextDatumGetCString(id));
 
-	keyring_unwrap(spec->wrapped_by, old->wrapped_with, ad, ad_len,
-				   old->wrapped, sizeof(old->wrapped), key);
-	keyring_wrap(spec->wrapped_by, ad, ad_len, key, new_wrapped);
-	sodium_memzero(key, sizeof(key));
+	*ad_len = database_key_ad(spec->name, ad, STORED_KEY_AD_MAX_BYTES);
+	return spec->wrapped_by;
 }
+
+/*
+ * database_keys_table
+ *	  gdprcrm.database_keys for root key rotation (rotation.c): a handful
+ *	  of keys, all done at once whatever the batch size.  They have one
+ *	  version each.
+ */
+const StoredKeyTable database_keys_table = {
+	.name = KEY_TABLE,
+	.stale_sql = "SELECT purpose, 1, wrapped_key, wrapped_with"
+	" FROM " KEY_TABLE
+	" WHERE wrapped_with OPERATOR(pg_catalog.<>) $1"
+	" FOR UPDATE",
+	.rewrapped_sql = "UPDATE " KEY_TABLE
+	" SET wrapped_key = $2, wrapped_with = $3"
+	" WHERE purpose OPERATOR(pg_catalog.=) $1",
+	.id_type = TEXTOID,
+	.binding = database_key_binding,
+};
 
 static void
 forget_all(void)

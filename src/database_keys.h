@@ -8,7 +8,7 @@
 #define GDPRCRM_DATABASE_KEYS_H
 
 #include "keyring.h"
-#include "store.h"
+#include "stored_key.h"
 
 typedef enum DatabaseKeyPurpose
 {
@@ -18,7 +18,8 @@ typedef enum DatabaseKeyPurpose
 
 extern void database_keys_init(void);
 extern const unsigned char *database_keys_get(DatabaseKeyPurpose purpose);
-extern void database_keys_rewrap(const char *purpose, const StoredKey *old,
-								 unsigned char *new_wrapped);
+
+/* gdprcrm.database_keys, for root key rotation. */
+extern const StoredKeyTable database_keys_table;
 
 #endif							/* GDPRCRM_DATABASE_KEYS_H */

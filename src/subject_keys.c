@@ -6,7 +6,8 @@
  * use and stored only wrapped (keyring_wrap under the wrapping purpose
  * key) in gdprcrm.subject_keys.  Destroying it replaces the wrapped key by
  * a tombstone: every value of that subject, wherever a copy of it lives,
- * can no longer be decrypted.
+ * can no longer be decrypted.  Root key rotation wraps the keys again
+ * (rotation.c), told how by subject_keys_table.
  *
  * Unwrapping costs a table lookup, so each backend caches unwrapped keys,
  * at most gdprcrm.key_cache_size of them (CLOCK eviction, see below); an
@@ -42,18 +43,19 @@
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 
 #include "announce.h"
 #include "big_endian.h"
 #include "consent.h"
 #include "csprng.h"
-#include "database_keys.h"
 #include "guc.h"
 #include "int64_order.h"
 #include "keyring.h"
+#include "owner_query.h"
 #include "shmem.h"
-#include "store.h"
+#include "stored_key.h"
 #include "subject_hash.h"
 #include "subject_keys.h"
 #include "team.h"
@@ -298,6 +300,254 @@ remember(int64 subject, int64 project, uint32 version, bool destroyed,
 }
 
 /*
+ * The key table, gdprcrm.subject_keys: one row per subject, keyed by the
+ * subject id alone, so that on a cluster distributed by subject the row
+ * lives on the node that holds the subject's data.  Read and written as
+ * the tables' owner (owner_query.c).
+ */
+#define KEY_TABLE GDPRCRM_SCHEMA ".subject_keys"
+
+/* Plans survive across calls; the plan cache re-plans them when needed. */
+static SPIPlanPtr fetch_plan = NULL;
+static SPIPlanPtr fetch_reach_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_many_plan = NULL;
+static SPIPlanPtr destroy_plan = NULL;
+
+/*
+ * fetch_key_row
+ *	  Read a subject's key row as of the latest committed state (and this
+ *	  transaction's own changes).  False when the subject has no key row.
+ *	  With project non-NULL, also the project of the person with that id
+ *	  in *project (0 when there is none) for the team check, read in the
+ *	  same statement so that neither the answer nor its cost says which of
+ *	  the two is missing; without, one index probe of the key table only
+ *	  (for callers that need no team check, such as superusers).
+ *
+ *	  The team check's half is team.h's subquery on gdprcrm.people, whose
+ *	  id is the subject id: on a cluster where both tables are distributed
+ *	  by subject and co-located, the one statement is still answered by the
+ *	  node that holds the subject.  Were people placed otherwise, that half
+ *	  would become a query of its own, run on every miss all the same.
+ */
+static bool
+fetch_key_row(int64 subject, StoredKey *out, int64 *project)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subject)};
+	OwnerQuery	query;
+	bool		found = false;
+	bool		isnull;
+	SPIPlanPtr	plan;
+
+	owner_query_begin(&query);
+	if (project != NULL)
+		plan = owner_query_prepare(&fetch_reach_plan,
+								   "SELECT k.key_version, k.wrapped_key, k.wrapped_with, "
+								   TEAM_SUBJECT_PROJECT_SQL
+								   " FROM (VALUES ($1::pg_catalog.int8)) AS x (subject)"
+								   " LEFT JOIN " KEY_TABLE " k"
+								   " ON k.subject OPERATOR(pg_catalog.=) x.subject",
+								   1, types);
+	else
+		plan = owner_query_prepare(&fetch_plan,
+								   "SELECT key_version, wrapped_key, wrapped_with"
+								   " FROM " KEY_TABLE
+								   " WHERE subject OPERATOR(pg_catalog.=) $1",
+								   1, types);
+	(void) owner_query_read(plan, values, 1, KEY_TABLE);
+	if (project != NULL)
+	{
+		Datum		d;
+
+		if (SPI_processed != 1)
+			elog(ERROR, "could not read %s", KEY_TABLE);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+		*project = isnull ? 0 : DatumGetInt64(d);
+	}
+	if (SPI_processed == 1)
+	{
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+		{
+			stored_key_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, 2, out);
+			found = true;
+		}
+	}
+	owner_query_end(&query);
+	return found;
+}
+
+/*
+ * insert_key_row
+ *	  Insert a subject's first key.  False when a concurrent transaction
+ *	  inserted one first (the caller then reads that one).
+ */
+static bool
+insert_key_row(int64 subject, const StoredKey *key)
+{
+	Oid			types[4] = {INT8OID, INT4OID, BYTEAOID, TEXTOID};
+	Datum		values[4];
+
+	values[0] = Int64GetDatum(subject);
+	values[1] = Int32GetDatum((int32) key->version);
+	values[2] = stored_key_wrapped_datum(key);
+	values[3] = CStringGetTextDatum(key->wrapped_with);
+	return owner_query_execute(&insert_plan,
+							   "INSERT INTO " KEY_TABLE
+							   " (subject, key_version, wrapped_key, wrapped_with)"
+							   " VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
+							   4, types, values, SPI_OK_INSERT, KEY_TABLE) > 0;
+}
+
+typedef struct SubjectPosition
+{
+	int64		subject;
+	int			position;
+} SubjectPosition;
+
+static int
+compare_subject_position(const void *a, const void *b)
+{
+	return int64_order(&((const SubjectPosition *) a)->subject,
+					   &((const SubjectPosition *) b)->subject);
+}
+
+/*
+ * insert_key_rows
+ *	  Insert the first keys of count distinct subjects in one statement;
+ *	  inserted[i] tells whether subjects[i]'s key went in (false: the
+ *	  subject already had one, or a concurrent transaction inserted one
+ *	  first).  Returns how many went in.
+ */
+static int
+insert_key_rows(const int64 *subjects, const StoredKey *keys, int count,
+				bool *inserted)
+{
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, BYTEAARRAYOID, TEXTARRAYOID};
+	Datum		values[4];
+	Datum	   *ids = palloc(sizeof(Datum) * count);
+	Datum	   *versions = palloc(sizeof(Datum) * count);
+	Datum	   *wrapped = palloc(sizeof(Datum) * count);
+	Datum	   *with = palloc(sizeof(Datum) * count);
+	OwnerQuery	query;
+	int			done;
+
+	for (int i = 0; i < count; i++)
+	{
+		ids[i] = Int64GetDatum(subjects[i]);
+		versions[i] = Int32GetDatum((int32) keys[i].version);
+		wrapped[i] = stored_key_wrapped_datum(&keys[i]);
+		with[i] = CStringGetTextDatum(keys[i].wrapped_with);
+		inserted[i] = false;
+	}
+	values[0] = PointerGetDatum(construct_array(ids, count, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(versions, count, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(wrapped, count, BYTEAOID, -1, false, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(with, count, TEXTOID, -1, false, TYPALIGN_INT));
+
+	owner_query_begin(&query);
+	done = (int) owner_query_write(owner_query_prepare(&insert_many_plan,
+													   "INSERT INTO " KEY_TABLE
+													   " (subject, key_version, wrapped_key, wrapped_with)"
+													   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+													   " pg_catalog.unnest($3), pg_catalog.unnest($4))"
+													   " ON CONFLICT (subject) DO NOTHING RETURNING subject",
+													   4, types),
+								   values, SPI_OK_INSERT_RETURNING, KEY_TABLE);
+	if (done > 0)
+	{
+		/* Match the subjects that went in by binary search, not n x n. */
+		SubjectPosition *order = palloc(sizeof(SubjectPosition) * count);
+
+		for (int i = 0; i < count; i++)
+		{
+			order[i].subject = subjects[i];
+			order[i].position = i;
+		}
+		qsort(order, count, sizeof(SubjectPosition), compare_subject_position);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			SubjectPosition key;
+			SubjectPosition *found;
+
+			key.subject = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+			found = bsearch(&key, order, count, sizeof(SubjectPosition),
+							compare_subject_position);
+			if (found != NULL)
+				inserted[found->position] = true;
+		}
+		pfree(order);
+	}
+	owner_query_end(&query);
+	return done;
+}
+
+/*
+ * destroy_key_row
+ *	  Replace a subject's wrapped key by a tombstone, or record a tombstone
+ *	  for a subject that never had a key, so that none is created later.
+ *	  One indexed row either way.  True when this call destroyed the key,
+ *	  false when it already was.
+ */
+static bool
+destroy_key_row(int64 subject)
+{
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(subject)};
+
+	/*
+	 * One statement, so that a concurrent first insert of the subject's
+	 * key is waited for and then destroyed, never missed.
+	 */
+	return owner_query_execute(&destroy_plan,
+							   "INSERT INTO " KEY_TABLE " AS k"
+							   " (subject, key_version, destroyed_at)"
+							   " VALUES ($1, 1, pg_catalog.now())"
+							   " ON CONFLICT (subject) DO UPDATE"
+							   " SET wrapped_key = NULL, wrapped_with = NULL, destroyed_at = pg_catalog.now()"
+							   " WHERE k.destroyed_at IS NULL",
+							   1, types, values, SPI_OK_INSERT, KEY_TABLE) > 0;
+}
+
+/*
+ * subject_key_binding
+ *	  For root key rotation: a subject key is wrapped under the wrapping
+ *	  purpose key, bound to its subject and version.
+ */
+static KeyPurpose
+subject_key_binding(Datum id, uint32 version, unsigned char *ad, size_t *ad_len)
+{
+	StaticAssertStmt(SUBJECT_KEY_AD_BYTES <= STORED_KEY_AD_MAX_BYTES,
+					 "subject key associated data too long");
+	subject_key_ad(DatumGetInt64(id), version, ad);
+	*ad_len = SUBJECT_KEY_AD_BYTES;
+	return KEY_PURPOSE_WRAP;
+}
+
+/*
+ * subject_keys_table
+ *	  gdprcrm.subject_keys for root key rotation (rotation.c): any number
+ *	  of keys, so a batch at a time, in subject order, skipping rows that
+ *	  others hold locked (the next call takes them).
+ */
+const StoredKeyTable subject_keys_table = {
+	.name = KEY_TABLE,
+	.stale_sql = "SELECT subject, key_version, wrapped_key, wrapped_with"
+	" FROM " KEY_TABLE
+	" WHERE wrapped_key IS NOT NULL"
+	" AND wrapped_with OPERATOR(pg_catalog.<>) $1"
+	" ORDER BY subject LIMIT $2 FOR UPDATE SKIP LOCKED",
+	.rewrapped_sql = "UPDATE " KEY_TABLE
+	" SET wrapped_key = $2, wrapped_with = $3"
+	" WHERE subject OPERATOR(pg_catalog.=) $1",
+	.id_type = INT8OID,
+	.binding = subject_key_binding,
+};
+
+/*
  * create_key
  *	  Make, wrap and store a subject's first data key, and cache it.  False
  *	  when another transaction stored one first.
@@ -319,7 +569,7 @@ create_key(int64 subject, int64 project)
 
 	PG_TRY();
 	{
-		if (store_insert_subject_key(subject, &row))
+		if (insert_key_row(subject, &row))
 		{
 			created_in_xact = true;
 			remember(subject, project, row.version, false, key);
@@ -366,7 +616,7 @@ load(int64 subject, bool create)
 
 	/* A superuser reaches every subject: no need to read the project. */
 	project = 0;
-	found = store_fetch_subject_key(subject, &row, superuser() ? NULL : &project);
+	found = fetch_key_row(subject, &row, superuser() ? NULL : &project);
 	if (!superuser() && !team_includes(GetUserId(), project))
 		deny();
 	if (!found)
@@ -378,7 +628,7 @@ load(int64 subject, bool create)
 					 errhint("Encrypted values cannot be moved between databases.")));
 		if (create_key(subject, project))
 			return;
-		if (!store_fetch_subject_key(subject, &row, superuser() ? NULL : &project))
+		if (!fetch_key_row(subject, &row, superuser() ? NULL : &project))
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 					 errmsg("could not serialize access due to concurrent creation of a subject data key")));
@@ -546,7 +796,7 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 	CachedKey  *entry;
 	bool		erased;
 
-	erased = store_destroy_subject_key(subject);
+	erased = destroy_key_row(subject);
 	destroyed_in_xact = true;
 	announce_keys_destroyed();
 	/* Row filters hide an erased subject's rows once this commits. */
@@ -626,7 +876,7 @@ gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
 						 rows[i].wrapped);
 			strlcpy(rows[i].wrapped_with, keyring_fingerprint(), sizeof(rows[i].wrapped_with));
 		}
-		created = store_insert_subject_keys(subjects, rows, count, inserted);
+		created = insert_key_rows(subjects, rows, count, inserted);
 		if (created > 0)
 			created_in_xact = true;
 		for (int i = 0; i < count; i++)
@@ -640,42 +890,4 @@ gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	pfree(keys);
 	PG_RETURN_INT32(created);
-}
-
-static void
-rewrap_subject_key(int64 subject, const StoredKey *old, unsigned char *new_wrapped)
-{
-	unsigned char key[KEYRING_KEY_BYTES];
-	unsigned char ad[SUBJECT_KEY_AD_BYTES];
-
-	subject_key_ad(subject, old->version, ad);
-	keyring_unwrap(KEY_PURPOSE_WRAP, old->wrapped_with, ad, sizeof(ad),
-				   old->wrapped, sizeof(old->wrapped), key);
-	keyring_wrap(KEY_PURPOSE_WRAP, ad, sizeof(ad), key, new_wrapped);
-	sodium_memzero(key, sizeof(key));
-}
-
-/*
- * gdprcrm.rewrap_keys(batch_size integer) -> bigint
- *	  During a root key rotation: wrap again under the current root key up
- *	  to batch_size subject keys (and every database key) still wrapped
- *	  under the previous one.  Returns how many it rewrapped; call until 0.
- *	  Data are never re-encrypted.
- */
-PG_FUNCTION_INFO_V1(gdprcrm_rewrap_keys);
-Datum
-gdprcrm_rewrap_keys(PG_FUNCTION_ARGS)
-{
-	int32		batch_size = PG_GETARG_INT32(0);
-	int64		done;
-
-	if (batch_size < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch size must be positive")));
-	(void) keyring_fingerprint();	/* errors without preload */
-
-	done = store_rewrap_database_keys(database_keys_rewrap);
-	done += store_rewrap_subject_keys(batch_size, rewrap_subject_key);
-	PG_RETURN_INT64(done);
 }

@@ -32,20 +32,22 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "int64_order.h"
-#include "store.h"
 #include "team.h"
 
 /* Bumped by every invalidation that may change some role's projects. */
@@ -65,6 +67,135 @@ static TimestampTz checked_statement = 0;
 static Oid	members_relid = InvalidOid;
 static object_access_hook_type prev_object_access_hook = NULL;
 
+/*
+ * The team tables, gdprcrm.projects and gdprcrm.project_members, read and
+ * written as their owner (owner_query.c).
+ */
+#define MEMBERS_TABLE GDPRCRM_SCHEMA ".project_members"
+
+/* Plans survive across calls; the plan cache re-plans them when needed. */
+static SPIPlanPtr team_projects_plan = NULL;
+static SPIPlanPtr all_projects_plan = NULL;
+
+/*
+ * members_relid_if_current
+ *	  The OID of gdprcrm.project_members, or InvalidOid when the installed
+ *	  version of gdprcrm is older than the one that binds members to role
+ *	  OIDs.
+ */
+static Oid
+members_relid_if_current(void)
+{
+	Oid			relid = get_relname_relid("project_members",
+										  get_namespace_oid(GDPRCRM_SCHEMA, false));
+
+	if (!OidIsValid(relid) || get_attnum(relid, "member_oid") == InvalidAttrNumber)
+		return InvalidOid;
+	return relid;
+}
+
+/*
+ * first_column_int64
+ *	  The first column of the last SPI result, a bigint, as an array
+ *	  allocated in context (count in *count).
+ */
+static int64 *
+first_column_int64(MemoryContext context, int *count)
+{
+	int64	   *values = MemoryContextAlloc(context, Max(SPI_processed, 1) * sizeof(int64));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		values[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	*count = (int) SPI_processed;
+	return values;
+}
+
+/*
+ * read_team_projects
+ *	  The projects whose team role belongs to, as a palloc'd array in the
+ *	  caller's context (count in *count), unsorted; also sets members_relid
+ *	  for the invalidation callback.  A membership counts only while the
+ *	  role it names still has the OID it was bound to.
+ */
+static int64 *
+read_team_projects(Oid role, int *count)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	OwnerQuery	query;
+	MemoryContext caller = CurrentMemoryContext;
+	int64	   *projects;
+
+	owner_query_begin(&query);
+	members_relid = members_relid_if_current();
+	if (!OidIsValid(members_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("gdprcrm in this database is older than its library"),
+				 errhint("Run ALTER EXTENSION gdprcrm UPDATE.")));
+	(void) owner_query_read(owner_query_prepare(&team_projects_plan,
+												"SELECT DISTINCT m.project_id FROM " MEMBERS_TABLE " m"
+												" WHERE m.member_oid IS NOT NULL"
+												" AND pg_catalog.pg_get_userbyid(m.member_oid) OPERATOR(pg_catalog.=) m.member"
+												" AND pg_catalog.left(m.member::pg_catalog.text, 3) OPERATOR(pg_catalog.<>) 'pg_'"
+												" AND pg_catalog.pg_has_role($1, m.member_oid, 'MEMBER')",
+												1, types),
+							values, 0, MEMBERS_TABLE);
+	projects = first_column_int64(caller, count);
+	owner_query_end(&query);
+	return projects;
+}
+
+/*
+ * read_all_projects
+ *	  Every project id, ascending, palloc'd in the caller's context (count
+ *	  in *count).
+ */
+static int64 *
+read_all_projects(int *count)
+{
+	OwnerQuery	query;
+	MemoryContext caller = CurrentMemoryContext;
+	int64	   *projects;
+
+	owner_query_begin(&query);
+	(void) owner_query_read(owner_query_prepare(&all_projects_plan,
+												"SELECT id FROM " GDPRCRM_SCHEMA ".projects ORDER BY id",
+												0, NULL),
+							NULL, 0, GDPRCRM_SCHEMA ".projects");
+	projects = first_column_int64(caller, count);
+	owner_query_end(&query);
+	return projects;
+}
+
+/*
+ * forget_member
+ *	  Delete the memberships of a role being dropped, in this database if
+ *	  gdprcrm is installed here; nothing otherwise.
+ */
+static void
+forget_member(Oid role)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(role)};
+	OwnerQuery	query;
+
+	if (!owner_query_begin_if_installed(&query))
+		return;
+	/* An older version of the schema has no bound members to forget. */
+	if (OidIsValid(members_relid_if_current()) &&
+		SPI_execute_with_args("DELETE FROM " MEMBERS_TABLE
+							  " WHERE member_oid OPERATOR(pg_catalog.=) $1",
+							  1, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not write %s", MEMBERS_TABLE);
+	owner_query_end(&query);
+}
+
 static void
 rebuild(Oid role)
 {
@@ -81,7 +212,7 @@ rebuild(Oid role)
 	cached.all = superuser_arg(role);
 	if (!cached.all)
 	{
-		found = store_team_projects(role, &count, &members_relid);
+		found = read_team_projects(role, &count);
 		qsort(found, count, sizeof(int64), int64_order);
 		cached.projects = MemoryContextAlloc(TopMemoryContext,
 											 Max(count, 1) * sizeof(int64));
@@ -216,7 +347,7 @@ gdprcrm_visible_projects(PG_FUNCTION_ARGS)
 	(void) team_includes(GetUserId(), 0);
 	if (cached.all)
 	{
-		all = store_all_projects(&count);
+		all = read_all_projects(&count);
 		projects = all;
 	}
 	else
@@ -271,7 +402,7 @@ object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, voi
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 	if (access == OAT_DROP && classId == AuthIdRelationId)
-		store_forget_member(objectId);
+		forget_member(objectId);
 }
 
 /*
