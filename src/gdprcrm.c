@@ -14,12 +14,12 @@
 #include "miscadmin.h"
 
 #include "announce.h"
-#include "consent.h"
 #include "database_keys.h"
 #include "guc.h"
 #include "keyring.h"
 #include "shmem.h"
 #include "subject_keys.h"
+#include "subject_state.h"
 #include "team.h"
 
 PG_MODULE_MAGIC;
@@ -48,7 +48,7 @@ _PG_init(void)
 	shmem_init();
 	announce_init();
 	/* Transaction callbacks run newest first: the key module's go first. */
-	consent_init();
+	subject_state_init();
 	subject_keys_init();
 	database_keys_init();
 	team_init();

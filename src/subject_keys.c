@@ -6,8 +6,10 @@
  * use and stored only wrapped (keyring_wrap under the wrapping purpose
  * key) in gdprcrm.subject_keys.  Destroying it replaces the wrapped key by
  * a tombstone: every value of that subject, wherever a copy of it lives,
- * can no longer be decrypted.  Root key rotation wraps the keys again
- * (rotation.c), told how by subject_keys_table.
+ * can no longer be decrypted.  Shredding also records the erasure in the
+ * subject's state (subject_state.c), which is what row filters read;
+ * this module knows nothing of how they decide.  Root key rotation wraps
+ * the keys again (rotation.c), told how by subject_keys_table.
  *
  * Unwrapping costs a table lookup, so each backend caches unwrapped keys,
  * at most gdprcrm.key_cache_size of them (CLOCK eviction, see below); an
@@ -48,7 +50,6 @@
 
 #include "announce.h"
 #include "big_endian.h"
-#include "consent.h"
 #include "csprng.h"
 #include "guc.h"
 #include "int64_order.h"
@@ -58,6 +59,7 @@
 #include "stored_key.h"
 #include "subject_hash.h"
 #include "subject_keys.h"
+#include "subject_state.h"
 #include "team.h"
 
 /*
@@ -796,11 +798,15 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 	CachedKey  *entry;
 	bool		erased;
 
+	/*
+	 * Row filters hide an erased subject's rows once this commits.  The
+	 * state row first: every change of a subject's state locks it before
+	 * anything else, so changes of one subject queue on that one row.
+	 */
+	subject_state_record_erasure(subject);
 	erased = destroy_key_row(subject);
 	destroyed_in_xact = true;
 	announce_keys_destroyed();
-	/* Row filters hide an erased subject's rows once this commits. */
-	consent_publish(subject);
 	if (cache != NULL && (entry = keycache_lookup(cache, subject)) != NULL)
 		remove_entry(entry);
 	last_used.valid = false;
