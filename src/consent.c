@@ -189,7 +189,6 @@ parse_basis(const char *basis)
 	return BASIS_CONSENT;
 }
 
-
 /*
  * load_purposes
  *	  Read gdprcrm.purposes (latest snapshot, as the tables' owner) and

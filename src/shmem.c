@@ -9,7 +9,7 @@
  *
  * The state change ring: subjects whose consent, objections, restriction
  * or erasure changed, in commit order, each with a sequence number, so
- * that a backend's row filter refreshes exactly those subjects (consent.c).
+ * that a backend refreshes exactly those subjects (subject_state.c).
  * Writers append under an exclusive lock and advance the sequence inside
  * it; a reader reads the sequence without the lock and then copies the
  * entries under a shared lock, so it never sees a number before its entry.

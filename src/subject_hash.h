@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * subject_hash.h
  *	  The hash of a subject id, for the per-backend tables keyed by subject
- *	  (the key cache in subject_keys.c, the state copy in consent.c).
+ *	  (the key cache in subject_keys.c, the state copy in subject_state.c).
  *-------------------------------------------------------------------------
  */
 #ifndef GDPRCRM_SUBJECT_HASH_H

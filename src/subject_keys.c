@@ -785,8 +785,9 @@ subject_keys_init(void)
 
 /*
  * gdprcrm.shred_subject_key(subject bigint) -> boolean
- *	  Destroy a subject's data key, keeping a tombstone.  True when this
- *	  call erased the subject, false when it already was.  One indexed row
+ *	  Destroy a subject's data key, keeping a tombstone, and record the
+ *	  erasure in the subject's state.  True when this call erased the
+ *	  subject, false when it already was.  One indexed row of each table
  *	  whatever the subject's data.  Other backends stop using the key when
  *	  this transaction commits; this one at once.
  */

@@ -27,6 +27,11 @@
  * callbacks on pg_authid and pg_auth_members).  Each new statement first
  * accepts pending invalidations, so a change committed elsewhere counts
  * from the next statement even inside an open transaction.
+ *
+ * The team tables (projects, project_members) are read and written here,
+ * as their owner.  Which project a subject belongs to is the project_id of
+ * the person with its id; a per-subject lookup that must check the team
+ * reads it through team.h's TEAM_SUBJECT_PROJECT_SQL.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
