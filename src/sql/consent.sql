@@ -70,12 +70,13 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.purposes', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.consent_events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.restriction_events', '');
 
+/* Whether a subject is erased is read from subject_state.erased_at. */
 CREATE FUNCTION @extschema@.protect_ledger_rows() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND EXISTS (
-        SELECT 1 FROM @extschema@.subject_keys k
-        WHERE k.subject = OLD.subject AND k.destroyed_at IS NOT NULL) THEN
+        SELECT 1 FROM @extschema@.subject_state s
+        WHERE s.subject = OLD.subject AND s.erased_at IS NOT NULL) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'the % ledger is append-only', TG_TABLE_NAME
@@ -214,6 +215,7 @@ END $$;
 COMMENT ON FUNCTION @extschema@.require_subject_access(bigint) IS
     'Raise unless the caller may record consent and restrictions for this subject';
 
+/* Erasure is read from subject_state: consent does not read the key tables. */
 CREATE FUNCTION @extschema@.record_consent_event(
     subject bigint, purpose text, action text, captured_at timestamptz, source text, method text,
     notice_version text, wording text, evidence jsonb)
@@ -233,8 +235,8 @@ BEGIN
     IF captured_at > pg_catalog.now() + interval '5 minutes' THEN
         RAISE EXCEPTION 'consent cannot be captured in the future' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.subject_keys k WHERE k.subject = record_consent_event.subject
-               AND k.destroyed_at IS NOT NULL) THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
+               AND s.erased_at IS NOT NULL) THEN
         RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_mask := (1::bigint) << v_bit;
@@ -390,8 +392,7 @@ BEGIN
         RETURN 'hidden: purpose "' || v_purpose || '" is not defined';
     END IF;
     SELECT * INTO s FROM @extschema@.subject_state x WHERE x.subject = explain_access.subject;
-    IF EXISTS (SELECT 1 FROM @extschema@.subject_keys k
-                                            WHERE k.subject = explain_access.subject AND k.destroyed_at IS NOT NULL) THEN
+    IF s.erased_at IS NOT NULL THEN
         RETURN 'hidden: the subject was erased';
     END IF;
     IF coalesce(s.restricted, false) AND NOT p.allowed_when_restricted THEN

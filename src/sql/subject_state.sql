@@ -1,6 +1,6 @@
 /*
  * subject_state: what is known of each subject now (consent, objections,
- * restriction of processing), the lock that serialises changes of
+ * restriction of processing, erasure), the lock that serialises changes of
  * one subject, and the announcement of a change to every backend.
  */
 
@@ -8,17 +8,21 @@
  * The current state of each subject that has any: what the row filter
  * reads.  Every change of a subject's state takes its row lock first
  * (lock_subject_state), so concurrent changes of one subject serialise
- * and the last commit wins.  The consent ledger functions write it.
+ * and the last commit wins.  The consent ledger functions write consent,
+ * objections and restriction; erasure writes erased_at.
  */
 CREATE TABLE @extschema@.subject_state (
     subject bigint PRIMARY KEY,
     consented bigint NOT NULL DEFAULT 0,
     objected bigint NOT NULL DEFAULT 0,
     restricted boolean NOT NULL DEFAULT false,
-    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    erased_at timestamptz
 );
 COMMENT ON TABLE @extschema@.subject_state IS
-    'Current consent (one bit per purpose), objections and restriction of each subject; erasure is in subject_keys';
+    'Current consent (one bit per purpose), objections, restriction and erasure of each subject';
+COMMENT ON COLUMN @extschema@.subject_state.erased_at IS
+    'When the subject was erased (its data key destroyed); NULL unless it was';
 REVOKE ALL ON @extschema@.subject_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
 
