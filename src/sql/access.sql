@@ -1,8 +1,8 @@
 /*
  * access: the gdprcrm roles, projects (tenants) and their teams, the team
- * filter of every tenant table, and the checks gdprcrm's SECURITY DEFINER
- * functions make of their caller.  First after the prologue, so that every
- * later concern can grant to the roles.
+ * filter in_team() that the policies of every tenant table use, and the
+ * checks gdprcrm's SECURITY DEFINER functions make of their caller.  First
+ * after the prologue, so that every later concern can grant to the roles.
  */
 
 /*
