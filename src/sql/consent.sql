@@ -1,6 +1,9 @@
-/* gdprcrm 0.3.0 -> 0.4.0: purposes, the consent ledger and purpose-checking row filters. */
-
-\echo Use "ALTER EXTENSION gdprcrm UPDATE TO '0.4.0'" to load this file. \quit
+/*
+ * consent: purposes of processing and their lawful bases, the append-only
+ * ledgers of consent, objections and restrictions, the purpose filter
+ * (lawful, protect) and the functions that record and explain a subject's
+ * state.
+ */
 
 /*
  * Purposes of processing.  Each has one lawful basis of GDPR Art. 6 and a
@@ -23,7 +26,10 @@ COMMENT ON TABLE @extschema@.purposes IS
 
 /*
  * The consent ledger: append-only.  Rows are never updated, and deleted
- * only once their subject is erased (its data key destroyed).
+ * only once their subject is erased (its data key destroyed).  The consent
+ * and restriction ledgers carry the project of their subject, so that they
+ * are filtered by team like the CRM tables.  A person's project never
+ * changes, so the copy never goes stale.
  */
 CREATE TABLE @extschema@.consent_events (
     id bigint GENERATED ALWAYS AS IDENTITY,
@@ -38,11 +44,13 @@ CREATE TABLE @extschema@.consent_events (
     notice_version text,
     wording_hash bytea,
     evidence jsonb,
+    project_id bigint,
     PRIMARY KEY (subject, id)
 );
 CREATE INDEX consent_events_purpose ON @extschema@.consent_events (purpose, captured_at);
 COMMENT ON TABLE @extschema@.consent_events IS
     'Append-only ledger of consent grants and withdrawals and of objections (Art. 21)';
+COMMENT ON COLUMN @extschema@.consent_events.project_id IS 'Project of the subject, for the team filter';
 
 CREATE TABLE @extschema@.restriction_events (
     id bigint GENERATED ALWAYS AS IDENTITY,
@@ -51,37 +59,24 @@ CREATE TABLE @extschema@.restriction_events (
     reason text,
     recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     recorded_by name NOT NULL,
+    project_id bigint,
     PRIMARY KEY (subject, id)
 );
 COMMENT ON TABLE @extschema@.restriction_events IS
     'Append-only ledger of restrictions of processing (Art. 18) and their lifting';
-
-/*
- * The current state of each subject that has any: what the row filter
- * reads.  Written only by the ledger functions, under a row lock, so
- * concurrent changes of one subject serialise and the last commit wins.
- */
-CREATE TABLE @extschema@.subject_state (
-    subject bigint PRIMARY KEY,
-    consented bigint NOT NULL DEFAULT 0,
-    objected bigint NOT NULL DEFAULT 0,
-    restricted boolean NOT NULL DEFAULT false,
-    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-COMMENT ON TABLE @extschema@.subject_state IS
-    'Current consent (one bit per purpose), objections and restriction of each subject; erasure is in subject_keys';
+COMMENT ON COLUMN @extschema@.restriction_events.project_id IS 'Project of the subject, for the team filter';
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.purposes', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.consent_events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.restriction_events', '');
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
 
+/* Whether a subject is erased is read from subject_state.erased_at. */
 CREATE FUNCTION @extschema@.protect_ledger_rows() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'DELETE' AND EXISTS (
-        SELECT 1 FROM @extschema@.subject_keys k
-        WHERE k.subject = OLD.subject AND k.destroyed_at IS NOT NULL) THEN
+        SELECT 1 FROM @extschema@.subject_state s
+        WHERE s.subject = OLD.subject AND s.erased_at IS NOT NULL) THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION 'the % ledger is append-only', TG_TABLE_NAME
@@ -99,17 +94,22 @@ CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON @extschema@.consent_event
 CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON @extschema@.restriction_events
     FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_ledger_rows();
 
-/* C side: the row filter and the publication of state changes. */
+/*
+ * Row level security, forced: the ledgers are filtered by team like the
+ * CRM tables.
+ */
+ALTER TABLE @extschema@.consent_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.consent_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY team_only ON @extschema@.consent_events USING (@extschema@.in_team(project_id));
+ALTER TABLE @extschema@.restriction_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.restriction_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY team_only ON @extschema@.restriction_events USING (@extschema@.in_team(project_id));
+
+/* C side: the row filter. */
 CREATE FUNCTION @extschema@.lawful(subject bigint) RETURNS boolean
     AS 'MODULE_PATHNAME', 'gdprcrm_lawful' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 COMMENT ON FUNCTION @extschema@.lawful(bigint) IS
     'Whether the session''s declared purpose is lawful for this subject now (the row filter)';
-
-CREATE FUNCTION @extschema@.publish_state_change(subject bigint) RETURNS void
-    AS 'MODULE_PATHNAME', 'gdprcrm_publish_state_change' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.publish_state_change(bigint) IS
-    'Tell every backend, when this transaction commits, that a subject''s state changed';
-REVOKE ALL ON FUNCTION @extschema@.publish_state_change(bigint) FROM PUBLIC;
 
 /* Any change of the purposes, however made, reaches every backend. */
 CREATE FUNCTION @extschema@.publish_purpose_change() RETURNS trigger
@@ -180,7 +180,9 @@ COMMENT ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boole
 /*
  * The ledger functions.  SECURITY DEFINER: the ledger and state tables
  * are written only here.  The subject must be a person of gdprcrm.people
- * whose project team includes the caller (superusers excepted).
+ * whose project team includes the caller (superusers excepted).  An
+ * unknown id and another project's person get the same error, so that the
+ * answer says nothing about other projects.
  */
 CREATE FUNCTION @extschema@.require_subject_access(subject bigint) RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -191,47 +193,29 @@ BEGIN
     IF subject <= 0 THEN
         RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = v_caller) THEN
+    SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
+        -- Only existing people: recording for an unknown id would pre-set
+        -- the state of whoever is created with it later, in any project.
+        IF v_project IS NULL THEN
+            RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Consent and restrictions are recorded for people of gdprcrm.people.';
+        END IF;
         RETURN;
     END IF;
     IF NOT (pg_catalog.pg_has_role(v_caller, 'gdprcrm_app', 'MEMBER')
             OR pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER')) THEN
         RAISE EXCEPTION 'permission denied to record consent' USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
-    -- Only existing people: recording for an unknown id would pre-set the
-    -- state of whoever is created with it later, in any project.
-    IF v_project IS NULL THEN
-        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Consent and restrictions are recorded for people of gdprcrm.people.';
-    END IF;
-    IF NOT EXISTS (
-        SELECT 1 FROM @extschema@.project_members m
-        WHERE m.project_id = v_project
-          AND pg_catalog.pg_has_role(v_caller, pg_catalog.to_regrole(m.member::text), 'MEMBER')) THEN
+    IF v_project IS NULL OR NOT @extschema@.caller_in_team(v_project) THEN
         RAISE EXCEPTION 'permission denied for this subject' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'The subject belongs to a project whose team does not include the current role.';
+            HINT = 'The subject must be a person of a project whose team includes the current role.';
     END IF;
 END $$;
 COMMENT ON FUNCTION @extschema@.require_subject_access(bigint) IS
     'Raise unless the caller may record consent and restrictions for this subject';
 
-/*
- * One state row per subject, locked for the rest of the transaction: every
- * change of a subject's state takes it first, so concurrent changes of one
- * subject serialise and the last commit wins.
- */
-CREATE FUNCTION @extschema@.lock_subject_state(subject bigint) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    INSERT INTO @extschema@.subject_state (subject) VALUES (lock_subject_state.subject)
-    ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM @extschema@.subject_state s WHERE s.subject = lock_subject_state.subject FOR UPDATE;
-END $$;
-COMMENT ON FUNCTION @extschema@.lock_subject_state(bigint) IS
-    'Create if needed and lock a subject''s state row (for the ledger functions)';
-REVOKE ALL ON FUNCTION @extschema@.lock_subject_state(bigint) FROM PUBLIC;
-
+/* Erasure is read from subject_state: consent does not read the key tables. */
 CREATE FUNCTION @extschema@.record_consent_event(
     subject bigint, purpose text, action text, captured_at timestamptz, source text, method text,
     notice_version text, wording text, evidence jsonb)
@@ -251,20 +235,21 @@ BEGIN
     IF captured_at > pg_catalog.now() + interval '5 minutes' THEN
         RAISE EXCEPTION 'consent cannot be captured in the future' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.subject_keys k WHERE k.subject = record_consent_event.subject
-               AND k.destroyed_at IS NOT NULL) THEN
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
+               AND s.erased_at IS NOT NULL) THEN
         RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_mask := (1::bigint) << v_bit;
 
     PERFORM @extschema@.lock_subject_state(subject);
 
-    INSERT INTO @extschema@.consent_events (subject, purpose, action, captured_at, recorded_by, source,
-                                            method, notice_version, wording_hash, evidence)
-    VALUES (subject, purpose, action, coalesce(captured_at, pg_catalog.now()), @extschema@.calling_role(),
-            source, method, notice_version,
-            CASE WHEN wording IS NOT NULL THEN pg_catalog.sha256(pg_catalog.convert_to(wording, 'UTF8')) END,
-            evidence)
+    INSERT INTO @extschema@.consent_events (subject, project_id, purpose, action, captured_at, recorded_by,
+                                            source, method, notice_version, wording_hash, evidence)
+    SELECT subject, p.project_id, purpose, action, coalesce(captured_at, pg_catalog.now()),
+           @extschema@.calling_role(), source, method, notice_version,
+           CASE WHEN wording IS NOT NULL THEN pg_catalog.sha256(pg_catalog.convert_to(wording, 'UTF8')) END,
+           evidence
+    FROM @extschema@.people p WHERE p.id = record_consent_event.subject
     RETURNING id INTO v_id;
 
     UPDATE @extschema@.subject_state s SET
@@ -330,8 +315,10 @@ DECLARE
 BEGIN
     PERFORM @extschema@.require_subject_access(subject);
     PERFORM @extschema@.lock_subject_state(subject);
-    INSERT INTO @extschema@.restriction_events (subject, action, reason, recorded_by)
-    VALUES (subject, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason, @extschema@.calling_role())
+    INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
+    SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
+           @extschema@.calling_role()
+    FROM @extschema@.people p WHERE p.id = set_restriction.subject
     RETURNING id INTO v_id;
     UPDATE @extschema@.subject_state s SET restricted = set_restriction.restricted, updated_at = pg_catalog.now()
     WHERE s.subject = set_restriction.subject;
@@ -355,12 +342,16 @@ $$;
 COMMENT ON FUNCTION @extschema@.lift_restriction(bigint, text) IS
     'Lift a restriction of processing (GDPR Art. 18)';
 
-/* The current state of consent, from the ledger: the last event wins. */
-CREATE VIEW @extschema@.consents WITH (security_barrier) AS
+/*
+ * The current state of consent, from the ledger: the last event wins.  The
+ * view reads the ledger with the caller's rights, so its filter applies.
+ */
+CREATE VIEW @extschema@.consents WITH (security_barrier, security_invoker = true) AS
     SELECT DISTINCT ON (e.subject, e.purpose)
            e.subject, e.purpose, p.lawful_basis,
            (e.action = 'grant') AS granted,
-           e.captured_at, e.source, e.method, e.notice_version, e.wording_hash, e.id AS event_id
+           e.captured_at, e.source, e.method, e.notice_version, e.wording_hash, e.id AS event_id,
+           e.project_id
     FROM @extschema@.consent_events e
     JOIN @extschema@.purposes p ON p.name = e.purpose
     WHERE e.action IN ('grant', 'withdraw')
@@ -401,8 +392,7 @@ BEGIN
         RETURN 'hidden: purpose "' || v_purpose || '" is not defined';
     END IF;
     SELECT * INTO s FROM @extschema@.subject_state x WHERE x.subject = explain_access.subject;
-    IF EXISTS (SELECT 1 FROM @extschema@.subject_keys k
-                                            WHERE k.subject = explain_access.subject AND k.destroyed_at IS NOT NULL) THEN
+    IF s.erased_at IS NOT NULL THEN
         RETURN 'hidden: the subject was erased';
     END IF;
     IF coalesce(s.restricted, false) AND NOT p.allowed_when_restricted THEN
@@ -463,38 +453,15 @@ END $$;
 COMMENT ON FUNCTION @extschema@.protect(regclass, name) IS
     'Show a table''s rows only when the declared purpose is lawful for the row''s subject';
 
-SELECT @extschema@.protect('@extschema@.people', 'id');
-SELECT @extschema@.protect('@extschema@.events', 'person_id');
-SELECT @extschema@.protect('@extschema@.messages', 'person_id');
-SELECT @extschema@.protect('@extschema@.enrichments', 'person_id');
-SELECT @extschema@.protect('@extschema@.person_companies', 'person_id');
-SELECT @extschema@.protect('@extschema@.person_identities', 'person_id');
-
 /*
- * Who a row belongs to is fixed for application roles: moving a row to
- * another person would move it under another person's consent.  Only the
- * SECURITY DEFINER functions (merge_people) move rows between people, and
- * identifiers are written only by identify().
+ * Grants.  The row filter runs as the querying role.  Purposes are read
+ * by every gdprcrm role; the ledgers, the consents view and the ledger
+ * functions only by applications and administrators.
  */
-REVOKE UPDATE ON @extschema@.people, @extschema@.events, @extschema@.messages,
-    @extschema@.enrichments, @extschema@.person_companies, @extschema@.person_identities
-    FROM gdprcrm_app, gdprcrm_admin;
-REVOKE INSERT, DELETE ON @extschema@.person_identities FROM gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (external_id, email, email_bidx, name, phone, traits, updated_at, first_seen_at, last_seen_at)
-    ON @extschema@.people TO gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (name, url, path, referrer, title, properties) ON @extschema@.events TO gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (direction, channel, subject, body, sent_at) ON @extschema@.messages TO gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (source, field, value, fetched_at) ON @extschema@.enrichments TO gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (title, since) ON @extschema@.person_companies TO gdprcrm_app, gdprcrm_admin;
-
-/* blind_index may create this database's key on first use: no parallel plans. */
-ALTER FUNCTION @extschema@.blind_index(text, text) PARALLEL UNSAFE;
-
-/* Grants.  The row filter runs as the querying role. */
 REVOKE ALL ON FUNCTION @extschema@.lawful(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.lawful(bigint) TO gdprcrm_admin, gdprcrm_app, gdprcrm_analyst;
 REVOKE ALL ON @extschema@.purposes, @extschema@.consent_events, @extschema@.restriction_events,
-    @extschema@.subject_state, @extschema@.consents FROM PUBLIC;
+    @extschema@.consents FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.protect_ledger_rows() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.require_subject_access(bigint) FROM PUBLIC;
@@ -512,6 +479,7 @@ REVOKE ALL ON FUNCTION @extschema@.protect(regclass, name) FROM PUBLIC;
 
 GRANT SELECT ON @extschema@.purposes TO gdprcrm_admin, gdprcrm_app, gdprcrm_analyst;
 GRANT SELECT ON @extschema@.consents TO gdprcrm_admin;
+GRANT SELECT ON @extschema@.consent_events, @extschema@.restriction_events TO gdprcrm_admin;
 GRANT EXECUTE ON FUNCTION
     @extschema@.require_subject_access(bigint),
     @extschema@.record_consent_event(bigint, text, text, timestamptz, text, text, text, text, jsonb),

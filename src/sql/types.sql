@@ -1,76 +1,7 @@
-/* gdprcrm 0.1.0 -> 0.2.0: encrypted column types, subject keys, blind indexes. */
-
-\echo Use "ALTER EXTENSION gdprcrm UPDATE TO '0.2.0'" to load this file. \quit
-
 /*
- * Key tables.  No role but their owner has any privilege on them; the C
- * code reads and writes them as that owner.  pg_dump keeps their rows so
- * that a restore with the same root key decrypts everything.
+ * types: the encrypted column types and the functions that encrypt and
+ * decrypt under subject keys.
  */
-CREATE TABLE @extschema@.subject_keys (
-    subject bigint PRIMARY KEY,
-    key_version integer NOT NULL DEFAULT 1 CHECK (key_version > 0),
-    wrapped_key bytea,
-    wrapped_with text,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    destroyed_at timestamptz,
-    CONSTRAINT subject_keys_live_or_tombstone CHECK (
-        (wrapped_key IS NOT NULL AND wrapped_with IS NOT NULL AND destroyed_at IS NULL)
-        OR (wrapped_key IS NULL AND wrapped_with IS NULL AND destroyed_at IS NOT NULL))
-);
-REVOKE ALL ON @extschema@.subject_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_keys', '');
-COMMENT ON TABLE @extschema@.subject_keys IS
-    'One data key per subject, wrapped under the root key; a row without a key is the tombstone of an erased subject';
-
-CREATE TABLE @extschema@.database_keys (
-    purpose text PRIMARY KEY,
-    wrapped_key bytea NOT NULL,
-    wrapped_with text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
-);
-REVOKE ALL ON @extschema@.database_keys FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.database_keys', '');
-COMMENT ON TABLE @extschema@.database_keys IS
-    'Random keys of this database for blind indexes, wrapped under the root key so that they survive its rotation';
-
-/*
- * Keys and tombstones are permanent.  Backends cache both, so a deleted or
- * resurrected row would let one backend encrypt under a key that no longer
- * exists (data lost) or read a subject that was erased.  Only the two
- * changes gdprcrm itself makes are allowed: a live key destroyed, and a
- * live key rewrapped under a new root key.
- */
-CREATE FUNCTION @extschema@.protect_key_rows() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- Nested IFs: PL/pgSQL does not short-circuit field references.
-    IF TG_OP = 'UPDATE' THEN
-        IF TG_TABLE_NAME = 'subject_keys' THEN
-            IF OLD.destroyed_at IS NULL AND NEW.subject = OLD.subject
-               AND NEW.key_version = OLD.key_version AND NEW.created_at = OLD.created_at THEN
-                RETURN NEW;
-            END IF;
-        ELSIF NEW.purpose = OLD.purpose AND NEW.created_at = OLD.created_at THEN
-            RETURN NEW;
-        END IF;
-    END IF;
-    RAISE EXCEPTION 'rows of %.% cannot be deleted or changed this way', TG_TABLE_SCHEMA, TG_TABLE_NAME
-        USING ERRCODE = 'insufficient_privilege',
-              HINT = 'Keys are destroyed with gdprcrm.shred_subject_key() and rewrapped with gdprcrm.rewrap_keys(); tombstones are permanent.';
-END $$;
-REVOKE ALL ON FUNCTION @extschema@.protect_key_rows() FROM PUBLIC;
-COMMENT ON FUNCTION @extschema@.protect_key_rows() IS
-    'Trigger keeping key rows and tombstones permanent';
-
-CREATE TRIGGER protect_key_rows BEFORE UPDATE OR DELETE ON @extschema@.subject_keys
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_key_rows();
-CREATE TRIGGER protect_key_rows_truncate BEFORE TRUNCATE ON @extschema@.subject_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_key_rows();
-CREATE TRIGGER protect_key_rows BEFORE UPDATE OR DELETE ON @extschema@.database_keys
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_key_rows();
-CREATE TRIGGER protect_key_rows_truncate BEFORE TRUNCATE ON @extschema@.database_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_key_rows();
 
 /*
  * The encrypted types.  Input and output move the envelope, never
@@ -177,18 +108,6 @@ CREATE FUNCTION @extschema@.is_erased(value @extschema@.encrypted_jsonb)
 CREATE FUNCTION @extschema@.is_erased(value @extschema@.encrypted_bytea)
     RETURNS boolean AS 'MODULE_PATHNAME', 'gdprcrm_is_erased' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
 
-CREATE FUNCTION @extschema@.shred_subject_key(subject bigint)
-    RETURNS boolean AS 'MODULE_PATHNAME', 'gdprcrm_shred_subject_key' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-
-CREATE FUNCTION @extschema@.rewrap_keys(batch_size integer DEFAULT 10000)
-    RETURNS bigint AS 'MODULE_PATHNAME', 'gdprcrm_rewrap_keys' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-
-CREATE FUNCTION @extschema@.blind_index(value text, domain text)
-    RETURNS bytea AS 'MODULE_PATHNAME', 'gdprcrm_blind_index' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
-
-CREATE FUNCTION @extschema@.normalize_email(address text)
-    RETURNS text AS 'MODULE_PATHNAME', 'gdprcrm_normalize_email' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-
 REVOKE ALL ON FUNCTION @extschema@.encrypt(bigint, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.encrypt(bigint, jsonb, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.encrypt(bigint, bytea, text) FROM PUBLIC;
@@ -201,9 +120,6 @@ REVOKE ALL ON FUNCTION @extschema@.decrypt(@extschema@.encrypted_bytea, text, bi
 REVOKE ALL ON FUNCTION @extschema@.is_erased(@extschema@.encrypted_text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.is_erased(@extschema@.encrypted_jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.is_erased(@extschema@.encrypted_bytea) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.shred_subject_key(bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.rewrap_keys(integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.blind_index(text, text) FROM PUBLIC;
 
 COMMENT ON FUNCTION @extschema@.encrypt(bigint, text, text) IS
     'Encrypt text for a subject, bound to the subject and a context such as ''crm.people.email''';
@@ -229,11 +145,19 @@ COMMENT ON FUNCTION @extschema@.is_erased(@extschema@.encrypted_jsonb) IS
     'Whether the value''s subject was erased (its data key destroyed)';
 COMMENT ON FUNCTION @extschema@.is_erased(@extschema@.encrypted_bytea) IS
     'Whether the value''s subject was erased (its data key destroyed)';
-COMMENT ON FUNCTION @extschema@.shred_subject_key(bigint) IS
-    'Destroy a subject''s data key (crypto-shredding), keeping a tombstone; true if this call erased the subject';
-COMMENT ON FUNCTION @extschema@.rewrap_keys(integer) IS
-    'During a root key rotation, rewrap up to batch_size keys under the current root key; returns how many';
-COMMENT ON FUNCTION @extschema@.blind_index(text, text) IS
-    'Keyed 16-byte hash of a value for equality lookups within a domain such as ''email''';
-COMMENT ON FUNCTION @extschema@.normalize_email(text) IS
-    'Trimmed, lower-cased email address, the form blind indexes of emails are computed on';
+
+-- Applications encrypt and decrypt the data of their projects' people.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.encrypt(bigint, text, text),
+    @extschema@.encrypt(bigint, jsonb, text),
+    @extschema@.encrypt(bigint, bytea, text),
+    @extschema@.decrypt(@extschema@.encrypted_text, text),
+    @extschema@.decrypt(@extschema@.encrypted_text, text, bigint),
+    @extschema@.decrypt(@extschema@.encrypted_jsonb, text),
+    @extschema@.decrypt(@extschema@.encrypted_jsonb, text, bigint),
+    @extschema@.decrypt(@extschema@.encrypted_bytea, text),
+    @extschema@.decrypt(@extschema@.encrypted_bytea, text, bigint),
+    @extschema@.is_erased(@extschema@.encrypted_text),
+    @extschema@.is_erased(@extschema@.encrypted_jsonb),
+    @extschema@.is_erased(@extschema@.encrypted_bytea)
+    TO gdprcrm_app, gdprcrm_admin;

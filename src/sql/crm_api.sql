@@ -1,464 +1,112 @@
 /*
- * gdprcrm 0.4.0 -> 0.4.1: fixes from the outside audit of 0.4.0.
- *
- * Team membership by exact role name, consent ledgers scoped by project,
- * person ids from the sequence only, writes that need no purpose, bounded
- * memory, and a faster identify() with a set-based import.
+ * crm_api: the functions applications call to write and read the CRM data
+ * model (identify, import, merge, track, messages, enrichments, retention
+ * review) and the making of event partitions.
  */
-
-\echo Use "ALTER EXTENSION gdprcrm UPDATE TO '0.4.1'" to load this file. \quit
-
-/* ---- teams ---- */
 
 /*
- * Team members are roles identified by name, compared exactly (never
- * parsed as SQL identifiers), and bound to the OID the role had when the
- * membership was recorded: see src/team.c for why both.  The binding is
- * made by a trigger on every insert, so a restore from pg_dump binds each
- * member to the role of that name in the new cluster.
+ * Monthly event partitions, made ahead of time.  SECURITY DEFINER so that
+ * the extension's owner owns every partition; application roles have no
+ * privilege on partitions and reach events only through the parent, where
+ * its row level security applies.
  */
-ALTER TABLE @extschema@.project_members ADD COLUMN member_oid oid;
-COMMENT ON COLUMN @extschema@.project_members.member_oid IS
-    'OID of the role named member when the membership was recorded or restored; the membership counts only while they still match';
-
-/*
- * Only a new row or a new name is bound: an UPDATE of anything else must
- * not bind a stale row to whatever role now has its name.
- */
-CREATE FUNCTION @extschema@.bind_member() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION @extschema@.create_event_partitions(from_month date, to_month date)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_month date := pg_catalog.date_trunc('month', from_month)::date;
+    v_name text;
+    v_created integer := 0;
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW.member IS DISTINCT FROM OLD.member THEN
-        NEW.member_oid := (SELECT r.oid FROM pg_catalog.pg_roles r
-                           WHERE r.rolname OPERATOR(pg_catalog.=) NEW.member);
+    IF to_month <= from_month OR to_month > from_month + interval '10 years' THEN
+        RAISE EXCEPTION 'invalid range of months' USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = 'to_month must be after from_month and at most ten years later.';
     END IF;
-    RETURN NEW;
-END $$;
-COMMENT ON FUNCTION @extschema@.bind_member() IS
-    'Trigger binding a new project member to the role that has its name now';
-REVOKE ALL ON FUNCTION @extschema@.bind_member() FROM PUBLIC;
-CREATE TRIGGER bind_member BEFORE INSERT OR UPDATE ON @extschema@.project_members
-    FOR EACH ROW EXECUTE FUNCTION @extschema@.bind_member();
-UPDATE @extschema@.project_members m SET member_oid = r.oid
-FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) m.member;
--- Predefined roles are no team members any more (refuse_predefined_role).
-DELETE FROM @extschema@.project_members m WHERE pg_catalog.starts_with(m.member::text, 'pg_');
-
-/*
- * The role gdprcrm's SECURITY DEFINER functions act for, in C so that it
- * can refuse to answer during maintenance operations (src/team.c).
- */
-CREATE OR REPLACE FUNCTION @extschema@.calling_role() RETURNS name
-    AS 'MODULE_PATHNAME', 'gdprcrm_calling_role' LANGUAGE C STABLE PARALLEL RESTRICTED;
-
-CREATE FUNCTION @extschema@.announce_team_change() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'gdprcrm_announce_team_change' LANGUAGE C;
-COMMENT ON FUNCTION @extschema@.announce_team_change() IS
-    'Trigger telling every backend that a project''s team changed';
-REVOKE ALL ON FUNCTION @extschema@.announce_team_change() FROM PUBLIC;
-CREATE TRIGGER announce_change AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.project_members
-    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.announce_team_change();
-
-CREATE FUNCTION @extschema@.in_team(project bigint) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'gdprcrm_in_team' LANGUAGE C STABLE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION @extschema@.in_team(bigint) IS
-    'Whether the current role is in the project''s team (the tenant filter of the CRM tables)';
-
-CREATE FUNCTION @extschema@.caller_in_team(project bigint) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'gdprcrm_caller_in_team' LANGUAGE C STABLE PARALLEL RESTRICTED;
-COMMENT ON FUNCTION @extschema@.caller_in_team(bigint) IS
-    'Whether the calling role (outside SECURITY DEFINER functions) is in the project''s team';
-
-CREATE OR REPLACE FUNCTION @extschema@.visible_projects() RETURNS bigint[]
-    AS 'MODULE_PATHNAME', 'gdprcrm_visible_projects' LANGUAGE C STABLE PARALLEL RESTRICTED;
-
-/*
- * The tenant filter, without a subquery: in_team() answers from a
- * per-backend list that is rebuilt only when a team or a role changes.
- */
-DROP POLICY team_only ON @extschema@.projects;
-CREATE POLICY team_only ON @extschema@.projects USING (@extschema@.in_team(id));
-DROP POLICY own_memberships ON @extschema@.project_members;
-CREATE POLICY team_only ON @extschema@.project_members USING (@extschema@.in_team(project_id));
-
-DO $$
-DECLARE
-    t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['people', 'person_identities', 'companies', 'person_companies', 'events',
-                             'messages', 'enrichments'] LOOP
-        EXECUTE pg_catalog.format('DROP POLICY team_only ON @extschema@.%I', t);
-        EXECUTE pg_catalog.format(
-            'CREATE POLICY team_only ON @extschema@.%I'
-            ' USING (@extschema@.in_team(project_id)) WITH CHECK (@extschema@.in_team(project_id))', t);
+    WHILE v_month < to_month LOOP
+        v_name := pg_catalog.format('events_%s', pg_catalog.to_char(v_month, 'YYYY_MM'));
+        IF pg_catalog.to_regclass(pg_catalog.format('@extschema@.%I', v_name)) IS NULL THEN
+            EXECUTE pg_catalog.format(
+                'CREATE TABLE @extschema@.%I PARTITION OF @extschema@.events FOR VALUES FROM (%L) TO (%L)',
+                v_name, v_month, (v_month + interval '1 month')::date);
+            EXECUTE pg_catalog.format(
+                'ALTER TABLE @extschema@.%I ADD PRIMARY KEY (person_id, occurred_at, id)', v_name);
+            EXECUTE pg_catalog.format(
+                'CREATE INDEX %I ON @extschema@.%I (project_id, occurred_at)', v_name || '_project_time', v_name);
+            v_created := v_created + 1;
+        END IF;
+        v_month := (v_month + interval '1 month')::date;
     END LOOP;
+    RETURN v_created;
 END $$;
+COMMENT ON FUNCTION @extschema@.create_event_partitions(date, date) IS
+    'Create the monthly partitions of gdprcrm.events covering [from_month, to_month); returns how many were new';
 
-CREATE OR REPLACE FUNCTION @extschema@.require_project_admin(project bigint) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_caller name := @extschema@.calling_role();
+/*
+ * merge_people: move everything of one person to another (events,
+ * messages, enrichments, company links and identifiers), re-encrypt the
+ * encrypted values under the surviving person's key and destroy the merged
+ * person's own key.  identify() merges an anonymous visitor this way.
+ */
+CREATE FUNCTION @extschema@.merge_people(project bigint, from_person bigint, into_person bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
+    PERFORM @extschema@.require_project_member(project);
+    IF from_person = into_person THEN
         RETURN;
     END IF;
-    IF NOT pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER') THEN
-        RAISE EXCEPTION 'only members of gdprcrm_admin may manage projects'
-            USING ERRCODE = 'insufficient_privilege';
+    IF (SELECT count(*) FROM @extschema@.people p
+        WHERE p.id IN (from_person, into_person) AND p.project_id = project) <> 2 THEN
+        RAISE EXCEPTION 'both people must belong to the project' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF project IS NOT NULL AND NOT @extschema@.caller_in_team(project) THEN
-        RAISE EXCEPTION 'permission denied for this project'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Only members of a project''s team may change it.';
-    END IF;
-END $$;
+    UPDATE @extschema@.person_identities SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.events SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.messages SET person_id = into_person,
+        subject = @extschema@.encrypt(into_person, @extschema@.decrypt(subject, 'crm.messages.subject', from_person), 'crm.messages.subject'),
+        body = @extschema@.encrypt(into_person, @extschema@.decrypt(body, 'crm.messages.body', from_person), 'crm.messages.body')
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.enrichments SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    DELETE FROM @extschema@.person_companies s
+    WHERE s.person_id = from_person AND s.project_id = project
+      AND EXISTS (SELECT 1 FROM @extschema@.person_companies t
+                  WHERE t.person_id = into_person AND t.company_id = s.company_id);
+    UPDATE @extschema@.person_companies SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
 
-CREATE OR REPLACE FUNCTION @extschema@.require_project_member(project bigint) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT @extschema@.caller_in_team(project) THEN
-        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'The current role is not in the project''s team.';
-    END IF;
+    UPDATE @extschema@.people t SET
+        traits = s.traits || t.traits,
+        first_seen_at = CASE WHEN t.first_seen_at IS NULL THEN s.first_seen_at
+                             WHEN s.first_seen_at IS NULL THEN t.first_seen_at
+                             ELSE least(s.first_seen_at, t.first_seen_at) END,
+        last_seen_at = greatest(s.last_seen_at, t.last_seen_at),
+        name = coalesce(t.name, @extschema@.encrypt(into_person, @extschema@.decrypt(s.name, 'crm.people.name', from_person), 'crm.people.name')),
+        phone = coalesce(t.phone, @extschema@.encrypt(into_person, @extschema@.decrypt(s.phone, 'crm.people.phone', from_person), 'crm.people.phone'))
+    FROM @extschema@.people s
+    WHERE t.id = into_person AND s.id = from_person AND t.project_id = project;
+
+    UPDATE @extschema@.people SET status = 'merged', merged_into = into_person,
+        email = NULL, email_bidx = NULL, name = NULL, phone = NULL, traits = '{}'
+    WHERE id = from_person AND project_id = project;
+    UPDATE @extschema@.people SET merged_into = into_person WHERE merged_into = from_person AND project_id = project;
+    PERFORM @extschema@.shred_subject_key(from_person);
 END $$;
+COMMENT ON FUNCTION @extschema@.merge_people(bigint, bigint, bigint) IS
+    'Move everything of one person to another, re-encrypting under the surviving person''s key, and erase the merged person''s key';
 
 /*
- * The subject must be a person of a project whose team includes the
- * caller.  An unknown id and another project's person get the same error,
- * so that the answer says nothing about other projects.
- */
-CREATE OR REPLACE FUNCTION @extschema@.require_subject_access(subject bigint) RETURNS void
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_caller name := @extschema@.calling_role();
-    v_project bigint;
-BEGIN
-    IF subject <= 0 THEN
-        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
-    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
-        -- Only existing people: recording for an unknown id would pre-set
-        -- the state of whoever is created with it later, in any project.
-        IF v_project IS NULL THEN
-            RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
-                HINT = 'Consent and restrictions are recorded for people of gdprcrm.people.';
-        END IF;
-        RETURN;
-    END IF;
-    IF NOT (pg_catalog.pg_has_role(v_caller, 'gdprcrm_app', 'MEMBER')
-            OR pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER')) THEN
-        RAISE EXCEPTION 'permission denied to record consent' USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF v_project IS NULL OR NOT @extschema@.caller_in_team(v_project) THEN
-        RAISE EXCEPTION 'permission denied for this subject' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'The subject must be a person of a project whose team includes the current role.';
-    END IF;
-END $$;
-
-/*
- * Predefined roles (pg_database_owner, pg_read_all_data, ...) get their
- * members from PostgreSQL itself, without a change of pg_auth_members that
- * would tell the backends' team lists: they are not team members.
- */
-CREATE FUNCTION @extschema@.refuse_predefined_role(member name) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF pg_catalog.starts_with(member::text, 'pg_') THEN
-        RAISE EXCEPTION 'predefined role "%" cannot be a team member', member
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Add a role of your own and grant it to the roles that should be in the team.';
-    END IF;
-END $$;
-COMMENT ON FUNCTION @extschema@.refuse_predefined_role(name) IS
-    'Raise for a predefined role (pg_*), whose members a team could not follow';
-REVOKE ALL ON FUNCTION @extschema@.refuse_predefined_role(name) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION @extschema@.create_project(name text, members name[] DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_project bigint;
-    v_member name;
-BEGIN
-    PERFORM @extschema@.require_project_admin(NULL);
-    IF coalesce(pg_catalog.btrim(name), '') = '' THEN
-        RAISE EXCEPTION 'project name must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO @extschema@.projects (name) VALUES (create_project.name) RETURNING id INTO v_project;
-    FOREACH v_member IN ARRAY coalesce(members, ARRAY[@extschema@.calling_role()]) LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_member) THEN
-            RAISE EXCEPTION 'role "%" does not exist', v_member USING ERRCODE = 'undefined_object';
-        END IF;
-        PERFORM @extschema@.refuse_predefined_role(v_member);
-        INSERT INTO @extschema@.project_members AS m (project_id, member) VALUES (v_project, v_member)
-        ON CONFLICT ON CONSTRAINT project_members_pkey DO UPDATE SET member_oid = EXCLUDED.member_oid;
-    END LOOP;
-    RETURN v_project;
-END $$;
-
-CREATE OR REPLACE FUNCTION @extschema@.add_project_member(project bigint, member name)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM @extschema@.require_project_admin(project);
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) member) THEN
-        RAISE EXCEPTION 'role "%" does not exist', member USING ERRCODE = 'undefined_object';
-    END IF;
-    PERFORM @extschema@.refuse_predefined_role(member);
-    -- Adding a name again binds it to the role that has it now.
-    INSERT INTO @extschema@.project_members AS m (project_id, member) VALUES (project, member)
-    ON CONFLICT ON CONSTRAINT project_members_pkey DO UPDATE SET member_oid = EXCLUDED.member_oid;
-END $$;
-
-REVOKE ALL ON FUNCTION @extschema@.in_team(bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION @extschema@.caller_in_team(bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.in_team(bigint), @extschema@.caller_in_team(bigint)
-    TO gdprcrm_admin, gdprcrm_app, gdprcrm_analyst;
-
-/*
- * The consent and restriction ledgers carry the project of their subject,
- * so that they are filtered by team like the CRM tables.  A person's
- * project never changes, so the copy never goes stale.
- */
-ALTER TABLE @extschema@.consent_events ADD COLUMN project_id bigint;
-ALTER TABLE @extschema@.restriction_events ADD COLUMN project_id bigint;
-ALTER TABLE @extschema@.consent_events DISABLE TRIGGER append_only;
-ALTER TABLE @extschema@.restriction_events DISABLE TRIGGER append_only;
-UPDATE @extschema@.consent_events e SET project_id = p.project_id
-FROM @extschema@.people p WHERE p.id = e.subject;
-UPDATE @extschema@.restriction_events e SET project_id = p.project_id
-FROM @extschema@.people p WHERE p.id = e.subject;
-ALTER TABLE @extschema@.consent_events ENABLE TRIGGER append_only;
-ALTER TABLE @extschema@.restriction_events ENABLE TRIGGER append_only;
-COMMENT ON COLUMN @extschema@.consent_events.project_id IS 'Project of the subject, for the team filter';
-COMMENT ON COLUMN @extschema@.restriction_events.project_id IS 'Project of the subject, for the team filter';
-
-ALTER TABLE @extschema@.consent_events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE @extschema@.consent_events FORCE ROW LEVEL SECURITY;
-CREATE POLICY team_only ON @extschema@.consent_events USING (@extschema@.in_team(project_id));
-ALTER TABLE @extschema@.restriction_events ENABLE ROW LEVEL SECURITY;
-ALTER TABLE @extschema@.restriction_events FORCE ROW LEVEL SECURITY;
-CREATE POLICY team_only ON @extschema@.restriction_events USING (@extschema@.in_team(project_id));
-
-/* The view reads the ledger with the caller's rights, so its filter applies. */
-CREATE OR REPLACE VIEW @extschema@.consents WITH (security_barrier) AS
-    SELECT DISTINCT ON (e.subject, e.purpose)
-           e.subject, e.purpose, p.lawful_basis,
-           (e.action = 'grant') AS granted,
-           e.captured_at, e.source, e.method, e.notice_version, e.wording_hash, e.id AS event_id,
-           e.project_id
-    FROM @extschema@.consent_events e
-    JOIN @extschema@.purposes p ON p.name = e.purpose
-    WHERE e.action IN ('grant', 'withdraw')
-    ORDER BY e.subject, e.purpose, e.id DESC;
-ALTER VIEW @extschema@.consents SET (security_invoker = true);
-GRANT SELECT ON @extschema@.consent_events, @extschema@.restriction_events TO gdprcrm_admin;
-
-CREATE OR REPLACE FUNCTION @extschema@.record_consent_event(
-    subject bigint, purpose text, action text, captured_at timestamptz, source text, method text,
-    notice_version text, wording text, evidence jsonb)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_bit smallint;
-    v_mask bigint;
-    v_id bigint;
-BEGIN
-    PERFORM @extschema@.require_subject_access(subject);
-    SELECT p.bit INTO v_bit FROM @extschema@.purposes p WHERE p.name = purpose;
-    IF v_bit IS NULL THEN
-        RAISE EXCEPTION 'purpose "%" does not exist', purpose USING ERRCODE = 'undefined_object',
-            HINT = 'Define it with gdprcrm.define_purpose().';
-    END IF;
-    IF captured_at > pg_catalog.now() + interval '5 minutes' THEN
-        RAISE EXCEPTION 'consent cannot be captured in the future' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM @extschema@.subject_keys k WHERE k.subject = record_consent_event.subject
-               AND k.destroyed_at IS NOT NULL) THEN
-        RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    v_mask := (1::bigint) << v_bit;
-
-    PERFORM @extschema@.lock_subject_state(subject);
-
-    INSERT INTO @extschema@.consent_events (subject, project_id, purpose, action, captured_at, recorded_by,
-                                            source, method, notice_version, wording_hash, evidence)
-    SELECT subject, p.project_id, purpose, action, coalesce(captured_at, pg_catalog.now()),
-           @extschema@.calling_role(), source, method, notice_version,
-           CASE WHEN wording IS NOT NULL THEN pg_catalog.sha256(pg_catalog.convert_to(wording, 'UTF8')) END,
-           evidence
-    FROM @extschema@.people p WHERE p.id = record_consent_event.subject
-    RETURNING id INTO v_id;
-
-    UPDATE @extschema@.subject_state s SET
-        consented = CASE action WHEN 'grant' THEN s.consented | v_mask
-                                WHEN 'withdraw' THEN s.consented & ~v_mask ELSE s.consented END,
-        objected = CASE action WHEN 'object' THEN s.objected | v_mask
-                               WHEN 'withdraw_objection' THEN s.objected & ~v_mask ELSE s.objected END,
-        updated_at = pg_catalog.now()
-    WHERE s.subject = record_consent_event.subject;
-    PERFORM @extschema@.publish_state_change(subject);
-    RETURN v_id;
-END $$;
-
-CREATE OR REPLACE FUNCTION @extschema@.set_restriction(subject bigint, restricted boolean, reason text)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_id bigint;
-BEGIN
-    PERFORM @extschema@.require_subject_access(subject);
-    PERFORM @extschema@.lock_subject_state(subject);
-    INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
-    SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
-           @extschema@.calling_role()
-    FROM @extschema@.people p WHERE p.id = set_restriction.subject
-    RETURNING id INTO v_id;
-    UPDATE @extschema@.subject_state s SET restricted = set_restriction.restricted, updated_at = pg_catalog.now()
-    WHERE s.subject = set_restriction.subject;
-    PERFORM @extschema@.publish_state_change(subject);
-    RETURN v_id;
-END $$;
-
-/* ---- writes ---- */
-
-/*
- * Person and company ids come from their sequences only: an application
- * that chose them could take the ids another project is about to use.
- */
-REVOKE INSERT ON @extschema@.people, @extschema@.companies FROM gdprcrm_app, gdprcrm_admin;
-GRANT INSERT (project_id, external_id, email, email_bidx, name, phone, traits, status,
-              created_at, updated_at, first_seen_at, last_seen_at)
-    ON @extschema@.people TO gdprcrm_app, gdprcrm_admin;
-GRANT INSERT (project_id, name, domain, properties, created_at)
-    ON @extschema@.companies TO gdprcrm_app, gdprcrm_admin;
-REVOKE UPDATE ON @extschema@.companies FROM gdprcrm_app, gdprcrm_admin;
-GRANT UPDATE (name, domain, properties) ON @extschema@.companies TO gdprcrm_app, gdprcrm_admin;
-
-/*
- * Recording data needs no purpose.  INSERT ... RETURNING would apply the
- * purpose filter to the new row (and refuse it when its subject is hidden),
- * so the write functions take the id from the sequence first and insert
- * without RETURNING: the caller learns the id it chose, nothing more.
- */
-CREATE OR REPLACE FUNCTION @extschema@.add_message(project bigint, person bigint, direction text, channel text,
-                                                   subject text, body text, sent_at timestamptz DEFAULT now())
-RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_id bigint := pg_catalog.nextval('@extschema@.messages_id_seq');
-BEGIN
-    INSERT INTO @extschema@.messages (id, project_id, person_id, direction, channel, subject, body, sent_at)
-    VALUES (v_id, project, person, direction, channel,
-            @extschema@.encrypt(person, subject, 'crm.messages.subject'),
-            @extschema@.encrypt(person, body, 'crm.messages.body'),
-            coalesce(sent_at, pg_catalog.now()));
-    RETURN v_id;
-END $$;
-
-CREATE OR REPLACE FUNCTION @extschema@.add_enrichment(project bigint, person bigint, source text, field text,
-                                                      value jsonb, fetched_at timestamptz DEFAULT now())
-RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_id bigint := pg_catalog.nextval('@extschema@.enrichments_id_seq');
-BEGIN
-    INSERT INTO @extschema@.enrichments (id, project_id, person_id, source, field, value, fetched_at)
-    VALUES (v_id, project, person, source, field, value, coalesce(fetched_at, pg_catalog.now()));
-    RETURN v_id;
-END $$;
-
-/*
- * Last seen follows every tracked event, whatever the purpose declared:
- * the UPDATE runs as the owner, past the purpose filter that would skip a
- * hidden person, after checking the caller's team itself.
- */
-CREATE FUNCTION @extschema@.note_activity(project bigint, person bigint, seen_at timestamptz)
-RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF NOT @extschema@.caller_in_team(project) THEN
-        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
-            HINT = 'The current role is not in the project''s team.';
-    END IF;
-    UPDATE @extschema@.people p SET last_seen_at = seen_at,
-        first_seen_at = coalesce(p.first_seen_at, seen_at)
-    WHERE p.id = person AND p.project_id = project
-      AND (p.last_seen_at IS NULL OR p.last_seen_at < seen_at - interval '1 minute');
-END $$;
-COMMENT ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) IS
-    'Move a person''s first and last seen times to include an activity (for track and track_page_view)';
-
-CREATE OR REPLACE FUNCTION @extschema@.track(project bigint, person bigint, event text,
-                                             properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF coalesce(event, '') = '' THEN
-        RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, properties)
-    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'custom', event, coalesce(properties, '{}'));
-    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
-END $$;
-
-CREATE OR REPLACE FUNCTION @extschema@.track_page_view(project bigint, person bigint, url text,
-                                                       title text DEFAULT NULL, referrer text DEFAULT NULL,
-                                                       properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
-RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF coalesce(url, '') = '' THEN
-        RAISE EXCEPTION 'page view url must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, url, path,
-                                    referrer, title, properties)
-    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'page_view', 'page_view', url,
-            coalesce(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), url),
-            referrer, title, coalesce(properties, '{}'));
-    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
-END $$;
-
-REVOKE ALL ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) TO gdprcrm_app, gdprcrm_admin;
-
-/*
- * Foreign keys to people (project_id, id) and companies (project_id, id)
- * are checked by a query PostgreSQL plans once per session.  Planned while
- * the table is small and has no statistics, it may choose any index that
- * leads with project_id, and with people_activity or companies_domain it
- * then reads every person or company of the project for each event,
- * message or link written, for as long as the session lives.  Partial
- * indexes, whose predicate a key lookup does not imply, leave it the
- * unique indexes; the queries they serve (stale_people, lookups by
- * domain) imply their predicates.
- */
-DROP INDEX @extschema@.people_activity;
-CREATE INDEX people_activity ON @extschema@.people
-    (project_id, greatest(updated_at, coalesce(last_seen_at, '-infinity'::timestamptz)))
-    WHERE status <> 'merged';
-DROP INDEX @extschema@.companies_domain;
-CREATE INDEX companies_domain ON @extschema@.companies (project_id, domain) WHERE domain IS NOT NULL;
-
-/* ---- identify and import ---- */
-
-/*
- * New people's data keys, made in one statement and cached, so that the
- * first encrypt() of each finds its key without a query of its own
- * (src/subject_keys.c): import_people() makes a batch's keys at once, at
- * about half the cost of making them one by one.
- */
-CREATE FUNCTION @extschema@.create_subject_keys(subjects bigint[]) RETURNS integer
-    AS 'MODULE_PATHNAME', 'gdprcrm_create_subject_keys' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION @extschema@.create_subject_keys(bigint[]) IS
-    'Create and cache the first data keys of new subjects (for import_people); returns how many were created';
-REVOKE ALL ON FUNCTION @extschema@.create_subject_keys(bigint[]) FROM PUBLIC;
-
-/*
- * identify: the same contract as in 0.3.0, at a cost that depends on
- * neither the size of the tables nor their statistics.
+ * identify: find or create the person with this external id and/or email
+ * in a project, and return the person's id.  Idempotent.  When the
+ * external id belongs to an anonymous visitor and the email to another
+ * person, the visitor is merged into that person (merge_people).
  *
+ * SECURITY DEFINER: finding a person must not depend on the purpose the
+ * session declared (a person is identified before consent is recorded),
+ * so it reads past the row filters and checks the caller's team itself.
+ *
+ * Its cost depends on neither the size of the tables nor their statistics.
  * Every statement finds its rows by a whole key: identifiers by the
  * primary key of person_identities (project, kind, blind index), people by
  * id.  The old email of a person whose email changes is found by person
@@ -474,18 +122,18 @@ REVOKE ALL ON FUNCTION @extschema@.create_subject_keys(bigint[]) FROM PUBLIC;
  * that identifies more than 64 people overflows the cache of those ids
  * that the snapshots of every session consult (they then look them up in
  * pg_subtrans while it runs).  A claim that finds the identifier taken
- * waits, like the unique violation did, for the transaction that took it;
+ * waits, as a unique violation would, for the transaction that took it;
  * a new person that lost a claim is withdrawn again (row, claims and the
  * data key its email was encrypted with) and the lookup runs again.  Under
  * REPEATABLE READ an identifier taken by a transaction the snapshot does
  * not see is a serialization failure.
  *
  * A known person is locked before a new identifier is claimed for it, so
- * that two sessions changing one person's email serialise as before.  A
- * call that changes nothing writes nothing.
+ * that two sessions changing one person's email serialise.  A call that
+ * changes nothing writes nothing.
  */
-CREATE OR REPLACE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
-                                                email text DEFAULT NULL, traits jsonb DEFAULT '{}')
+CREATE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
+                                     email text DEFAULT NULL, traits jsonb DEFAULT '{}')
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -941,5 +589,143 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.import_people(bigint, jsonb) IS
     'Identify many people at once from a JSON array of {external_id, email, traits}, as identify() would one by one; returns each element''s position and person id';
+
+/*
+ * Last seen follows every tracked event, whatever the purpose declared:
+ * the UPDATE runs as the owner, past the purpose filter that would skip a
+ * hidden person, after checking the caller's team itself.
+ */
+CREATE FUNCTION @extschema@.note_activity(project bigint, person bigint, seen_at timestamptz)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT @extschema@.caller_in_team(project) THEN
+        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'The current role is not in the project''s team.';
+    END IF;
+    UPDATE @extschema@.people p SET last_seen_at = seen_at,
+        first_seen_at = coalesce(p.first_seen_at, seen_at)
+    WHERE p.id = person AND p.project_id = project
+      AND (p.last_seen_at IS NULL OR p.last_seen_at < seen_at - interval '1 minute');
+END $$;
+COMMENT ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) IS
+    'Move a person''s first and last seen times to include an activity (for track and track_page_view)';
+
+/*
+ * track: record an event and keep last_seen_at to within a minute (a
+ * person who is active every second is not rewritten every second).
+ */
+CREATE FUNCTION @extschema@.track(project bigint, person bigint, event text,
+                                  properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(event, '') = '' THEN
+        RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, properties)
+    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'custom', event, coalesce(properties, '{}'));
+    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
+END $$;
+COMMENT ON FUNCTION @extschema@.track(bigint, bigint, text, jsonb, timestamptz) IS
+    'Record a custom event of a person and update last seen';
+
+CREATE FUNCTION @extschema@.track_page_view(project bigint, person bigint, url text,
+                                            title text DEFAULT NULL, referrer text DEFAULT NULL,
+                                            properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(url, '') = '' THEN
+        RAISE EXCEPTION 'page view url must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, url, path,
+                                    referrer, title, properties)
+    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'page_view', 'page_view', url,
+            coalesce(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), url),
+            referrer, title, coalesce(properties, '{}'));
+    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
+END $$;
+COMMENT ON FUNCTION @extschema@.track_page_view(bigint, bigint, text, text, text, jsonb, timestamptz) IS
+    'Record a page view (url, path, title, referrer) of a person and update last seen';
+
+/*
+ * Recording data needs no purpose.  INSERT ... RETURNING would apply the
+ * purpose filter to the new row (and refuse it when its subject is hidden),
+ * so the write functions take the id from the sequence first and insert
+ * without RETURNING: the caller learns the id it chose, nothing more.
+ */
+CREATE FUNCTION @extschema@.add_message(project bigint, person bigint, direction text, channel text,
+                                        subject text, body text, sent_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id bigint := pg_catalog.nextval('@extschema@.messages_id_seq');
+BEGIN
+    INSERT INTO @extschema@.messages (id, project_id, person_id, direction, channel, subject, body, sent_at)
+    VALUES (v_id, project, person, direction, channel,
+            @extschema@.encrypt(person, subject, 'crm.messages.subject'),
+            @extschema@.encrypt(person, body, 'crm.messages.body'),
+            coalesce(sent_at, pg_catalog.now()));
+    RETURN v_id;
+END $$;
+COMMENT ON FUNCTION @extschema@.add_message(bigint, bigint, text, text, text, text, timestamptz) IS
+    'Record a message to or from a person; subject and body are encrypted under the person''s key';
+
+CREATE FUNCTION @extschema@.add_enrichment(project bigint, person bigint, source text, field text,
+                                           value jsonb, fetched_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id bigint := pg_catalog.nextval('@extschema@.enrichments_id_seq');
+BEGIN
+    INSERT INTO @extschema@.enrichments (id, project_id, person_id, source, field, value, fetched_at)
+    VALUES (v_id, project, person, source, field, value, coalesce(fetched_at, pg_catalog.now()));
+    RETURN v_id;
+END $$;
+COMMENT ON FUNCTION @extschema@.add_enrichment(bigint, bigint, text, text, jsonb, timestamptz) IS
+    'Record public-profile data about a person with its source and fetch time';
+
+CREATE FUNCTION @extschema@.stale_people(project bigint, not_active_for interval)
+RETURNS TABLE (person_id bigint, external_id text, status text,
+               updated_at timestamptz, last_seen_at timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p.id, p.external_id, p.status, p.updated_at, p.last_seen_at
+    FROM @extschema@.people p
+    WHERE p.project_id = project AND p.status <> 'merged'
+      AND greatest(p.updated_at, coalesce(p.last_seen_at, '-infinity'::timestamptz))
+          < pg_catalog.now() - not_active_for
+    ORDER BY greatest(p.updated_at, coalesce(p.last_seen_at, '-infinity'::timestamptz)), p.id
+$$;
+COMMENT ON FUNCTION @extschema@.stale_people(bigint, interval) IS
+    'People of a project neither updated nor seen for the given time (retention review)';
+
+/*
+ * Grants.  Application roles reach the CRM tables only through row level
+ * security; the SECURITY DEFINER functions check their caller's team.
+ */
+REVOKE ALL ON FUNCTION @extschema@.create_event_partitions(date, date) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.merge_people(bigint, bigint, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.identify(bigint, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.import_people(bigint, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.import_people(bigint, jsonb) TO gdprcrm_app, gdprcrm_admin;
+REVOKE ALL ON FUNCTION @extschema@.note_activity(bigint, bigint, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.track(bigint, bigint, text, jsonb, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.track_page_view(bigint, bigint, text, text, text, jsonb, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_message(bigint, bigint, text, text, text, text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_enrichment(bigint, bigint, text, text, jsonb, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.stale_people(bigint, interval) FROM PUBLIC;
+
+-- Applications: the API.
+GRANT EXECUTE ON FUNCTION
+    @extschema@.identify(bigint, text, text, jsonb),
+    @extschema@.import_people(bigint, jsonb),
+    @extschema@.note_activity(bigint, bigint, timestamptz),
+    @extschema@.track(bigint, bigint, text, jsonb, timestamptz),
+    @extschema@.track_page_view(bigint, bigint, text, text, text, jsonb, timestamptz),
+    @extschema@.add_message(bigint, bigint, text, text, text, text, timestamptz),
+    @extschema@.add_enrichment(bigint, bigint, text, text, jsonb, timestamptz),
+    @extschema@.stale_people(bigint, interval)
+    TO gdprcrm_app, gdprcrm_admin;
+
+-- Administrators: partitions.
+GRANT EXECUTE ON FUNCTION @extschema@.create_event_partitions(date, date) TO gdprcrm_admin;

@@ -1,0 +1,49 @@
+/*
+ * subject_state: what is known of each subject now (consent, objections,
+ * restriction of processing, erasure), the lock that serialises changes of
+ * one subject, and the announcement of a change to every backend.
+ */
+
+/*
+ * The current state of each subject that has any: what the row filter
+ * reads.  Every change of a subject's state takes its row lock first
+ * (lock_subject_state), so concurrent changes of one subject serialise
+ * and the last commit wins.  The consent ledger functions write consent,
+ * objections and restriction; erasure writes erased_at.
+ */
+CREATE TABLE @extschema@.subject_state (
+    subject bigint PRIMARY KEY,
+    consented bigint NOT NULL DEFAULT 0,
+    objected bigint NOT NULL DEFAULT 0,
+    restricted boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    erased_at timestamptz
+);
+COMMENT ON TABLE @extschema@.subject_state IS
+    'Current consent (one bit per purpose), objections, restriction and erasure of each subject';
+COMMENT ON COLUMN @extschema@.subject_state.erased_at IS
+    'When the subject was erased (its data key destroyed); NULL unless it was';
+REVOKE ALL ON @extschema@.subject_state FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
+
+/*
+ * One state row per subject, locked for the rest of the transaction: every
+ * change of a subject's state takes it first, so concurrent changes of one
+ * subject serialise and the last commit wins.
+ */
+CREATE FUNCTION @extschema@.lock_subject_state(subject bigint) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO @extschema@.subject_state (subject) VALUES (lock_subject_state.subject)
+    ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM @extschema@.subject_state s WHERE s.subject = lock_subject_state.subject FOR UPDATE;
+END $$;
+COMMENT ON FUNCTION @extschema@.lock_subject_state(bigint) IS
+    'Create if needed and lock a subject''s state row (for the ledger functions)';
+REVOKE ALL ON FUNCTION @extschema@.lock_subject_state(bigint) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.publish_state_change(subject bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'gdprcrm_publish_state_change' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.publish_state_change(bigint) IS
+    'Tell every backend, when this transaction commits, that a subject''s state changed';
+REVOKE ALL ON FUNCTION @extschema@.publish_state_change(bigint) FROM PUBLIC;
