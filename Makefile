@@ -94,6 +94,11 @@ $(SQL_SCRIPT): $(SQL_SOURCES) $(wildcard src/sql/released/$(SQL_SCRIPT))
 $(EXTENSION)--%.sql: src/sql/updates/%.sql
 	cp $< $@
 
+# Releasing a version: freeze its install script (doc/development.md).
+.PHONY: freeze
+freeze:
+	awk 'FNR == 1 && NR > 1 { print "" } { print }' $(SQL_SOURCES) > src/sql/released/$(SQL_SCRIPT)
+
 # One target per suite so that a failure in one does not hide the others.
 .PHONY: check-regress check-isolation check-tap
 check-regress:

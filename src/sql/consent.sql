@@ -235,13 +235,16 @@ BEGIN
     IF captured_at > pg_catalog.now() + interval '5 minutes' THEN
         RAISE EXCEPTION 'consent cannot be captured in the future' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    v_mask := (1::bigint) << v_bit;
+
+    -- Erasure is checked under the subject's lock, which erasure takes too:
+    -- checked before, an erasure committed while this call waited for the
+    -- lock would go unnoticed.
+    PERFORM @extschema@.lock_subject_state(subject);
     IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
                AND s.erased_at IS NOT NULL) THEN
         RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_mask := (1::bigint) << v_bit;
-
-    PERFORM @extschema@.lock_subject_state(subject);
 
     INSERT INTO @extschema@.consent_events (subject, project_id, purpose, action, captured_at, recorded_by,
                                             source, method, notice_version, wording_hash, evidence)
