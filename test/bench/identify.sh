@@ -5,7 +5,7 @@
 #
 #   bash test/bench/identify.sh                   # about 4 minutes on 2 cores
 #   SIZES="1000 10000" REPS=3 bash test/bench/identify.sh       # quick run
-#   GDPRCRM_VERSION=0.4.0 GROWTH=5000 bash test/bench/identify.sh   # an older version
+#   GDPRCRM_VERSION=0.5.0 GROWTH=5000 bash test/bench/identify.sh   # an installed older version
 #
 # Starts a private PostgreSQL 15 instance (a temporary directory, a Unix
 # socket in it and no TCP listener, gdprcrm preloaded with a development
