@@ -13,7 +13,8 @@
  *
  * These keys never change once created, so a backend caches them for its
  * lifetime, except that one created by a transaction that rolls back is
- * forgotten.
+ * forgotten.  The cache is a region of secret memory (secret_memory.c):
+ * locked, out of core dumps, and not passed to children of fork(2).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,6 +28,7 @@
 #include "csprng.h"
 #include "database_keys.h"
 #include "owner_query.h"
+#include "secret_memory.h"
 
 typedef struct DatabaseKeySpec
 {
@@ -38,7 +40,8 @@ static const DatabaseKeySpec specs[DATABASE_KEY_COUNT] = {
 	[DATABASE_KEY_BLIND_INDEX] = {"blind_index", KEY_PURPOSE_BLIND_INDEX},
 };
 
-static unsigned char cached_keys[DATABASE_KEY_COUNT][KEYRING_KEY_BYTES];
+/* Allocated on first use: DATABASE_KEY_COUNT keys. */
+static unsigned char (*cached_keys)[KEYRING_KEY_BYTES] = NULL;
 static bool cached[DATABASE_KEY_COUNT];
 static bool created_in_xact = false;
 
@@ -140,6 +143,10 @@ database_keys_get(DatabaseKeyPurpose purpose)
 
 	if (cached[purpose])
 		return cached_keys[purpose];
+	if (cached_keys == NULL)
+		cached_keys = secret_memory_region(SECRET_AREA_DATABASE_KEYS,
+										   DATABASE_KEY_COUNT * KEYRING_KEY_BYTES,
+										   0);
 
 	ad_len = database_key_ad(spec->name, ad, sizeof(ad));
 	if (!fetch_key_row(spec->name, &row))
@@ -213,7 +220,8 @@ const StoredKeyTable database_keys_table = {
 static void
 forget_all(void)
 {
-	sodium_memzero(cached_keys, sizeof(cached_keys));
+	if (cached_keys != NULL)
+		sodium_memzero(cached_keys, DATABASE_KEY_COUNT * KEYRING_KEY_BYTES);
 	memset(cached, 0, sizeof(cached));
 }
 

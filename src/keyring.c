@@ -6,8 +6,10 @@
  * shared_preload_libraries: from the output of gdprcrm.key_command, or,
  * when that is empty, from a development key file in the data directory
  * that is created on first start.  The root key and the keys derived from
- * it live in one sodium_malloc'd block that is locked in memory, excluded
- * from core dumps and read-only once filled; backends inherit it by fork.
+ * it live in one region of secret memory (secret_memory.c) that is locked,
+ * excluded from core dumps, guarded and read-only once filled; backends
+ * inherit it by fork.  The text of the key, while it is read, and the
+ * fingerprint's key are transient buffers of secret memory too.
  *
  * Nothing here ever returns key bytes to SQL, and no message carries the
  * key or the output of the key command.  The only SQL-visible facts are a
@@ -36,6 +38,7 @@
 #include "csprng.h"
 #include "guc.h"
 #include "keyring.h"
+#include "secret_memory.h"
 
 /* The development key file, relative to the data directory. */
 #define DEV_KEY_FILE		"gdprcrm_dev_root.key"
@@ -47,6 +50,16 @@
 /* More output than this from the key command is certainly not a key. */
 #define KEY_OUTPUT_MAX		4096
 
+/* Output past KEY_OUTPUT_MAX is read into this much, and zeroed. */
+#define KEY_DISCARD_BYTES	512
+
+/*
+ * The development key file's text: written as the hex digits and a newline
+ * (sodium_bin2hex needs room for its NUL), read with room to notice more.
+ */
+#define DEV_KEY_HEX_BYTES	(KEY_HEX_CHARS + 2)
+#define DEV_KEY_TEXT_BYTES	(KEY_HEX_CHARS + 3)
+
 #define FINGERPRINT_BYTES	(KEYRING_FINGERPRINT_CHARS / 2)
 
 typedef enum KeySource
@@ -57,7 +70,7 @@ typedef enum KeySource
 } KeySource;
 
 /*
- * Everything secret, in one locked allocation.  libsodium derivation
+ * Everything secret, in one locked region.  libsodium derivation
  * contexts are exactly eight bytes; changing one changes every key derived
  * for that purpose, so they are part of the storage format.
  */
@@ -122,14 +135,15 @@ parse_key_text(const char *text, size_t len, unsigned char *root)
  *	  Run gdprcrm.key_command and decode what it prints into root.  Any
  *	  failure is FATAL, because a server must not run with a key other than
  *	  the one it was told to use.  The output is read with read(2) rather
- *	  than stdio so that no copy of it stays in a stdio buffer, and it is
- *	  zeroed before any message is raised.
+ *	  than stdio so that no copy of it stays in a stdio buffer, into secret
+ *	  memory that is zeroed before any message is raised.
  */
 static void
 read_key_from_command(const char *setting, const char *command,
 					  unsigned char *root)
 {
-	char		output[KEY_OUTPUT_MAX];
+	char	   *output;
+	char	   *discard;
 	size_t		len = 0;
 	size_t		total = 0;
 	FILE	   *pipe;
@@ -143,30 +157,32 @@ read_key_from_command(const char *setting, const char *command,
 				(errcode_for_file_access(),
 				 errmsg("could not run %s: %m", setting)));
 
+	output = secret_memory_alloc(CurrentMemoryContext,
+								 KEY_OUTPUT_MAX + KEY_DISCARD_BYTES);
+	discard = output + KEY_OUTPUT_MAX;
 	for (;;)
 	{
-		char		discard[512];
 		ssize_t		got;
 
 		/* Past the limit keep draining, so the command is not killed. */
-		if (len < sizeof(output))
-			got = read(fileno(pipe), output + len, sizeof(output) - len);
+		if (len < KEY_OUTPUT_MAX)
+			got = read(fileno(pipe), output + len, KEY_OUTPUT_MAX - len);
 		else
-			got = read(fileno(pipe), discard, sizeof(discard));
+			got = read(fileno(pipe), discard, KEY_DISCARD_BYTES);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got <= 0)
 			break;
-		if (len < sizeof(output))
+		if (len < KEY_OUTPUT_MAX)
 			len += got;
 		else
-			sodium_memzero(discard, sizeof(discard));
+			sodium_memzero(discard, KEY_DISCARD_BYTES);
 		total += got;
 	}
 	status = ClosePipeStream(pipe);
 
 	valid = status == 0 && total == len && parse_key_text(output, len, root);
-	sodium_memzero(output, sizeof(output));
+	secret_memory_free(output);
 
 	if (status != 0)
 	{
@@ -199,25 +215,25 @@ read_key_from_command(const char *setting, const char *command,
 static void
 create_dev_key_file(unsigned char *root)
 {
-	char		hex[KEY_HEX_CHARS + 2];
+	char	   *hex = secret_memory_alloc(CurrentMemoryContext, DEV_KEY_HEX_BYTES);
 	int			fd;
 	ssize_t		written;
 
 	randombytes_buf(root, KEYRING_KEY_BYTES);
-	sodium_bin2hex(hex, sizeof(hex), root, KEYRING_KEY_BYTES);
+	sodium_bin2hex(hex, DEV_KEY_HEX_BYTES, root, KEYRING_KEY_BYTES);
 	hex[KEY_HEX_CHARS] = '\n';
 
 	fd = open(DEV_KEY_TEMP_FILE, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY,
 			  S_IRUSR | S_IWUSR);
 	if (fd < 0)
 	{
-		sodium_memzero(hex, sizeof(hex));
+		secret_memory_free(hex);
 		ereport(FATAL,
 				(errcode_for_file_access(),
 				 errmsg("could not create file \"%s\": %m", DEV_KEY_TEMP_FILE)));
 	}
 	written = write(fd, hex, KEY_HEX_CHARS + 1);
-	sodium_memzero(hex, sizeof(hex));
+	secret_memory_free(hex);
 	if (written != KEY_HEX_CHARS + 1)
 	{
 		if (written >= 0)
@@ -247,7 +263,7 @@ create_dev_key_file(unsigned char *root)
 static void
 read_dev_key_file(unsigned char *root)
 {
-	char		text[KEY_HEX_CHARS + 3];
+	char	   *text;
 	struct stat st;
 	ssize_t		len;
 	bool		valid;
@@ -279,8 +295,9 @@ read_dev_key_file(unsigned char *root)
 				 errhint("The file must have mode 0600, for example: chmod 0600 \"%s/%s\".",
 						 DataDir, DEV_KEY_FILE)));
 
+	text = secret_memory_alloc(CurrentMemoryContext, DEV_KEY_TEXT_BYTES);
 	do
-		len = read(fd, text, sizeof(text));
+		len = read(fd, text, DEV_KEY_TEXT_BYTES);
 	while (len < 0 && errno == EINTR);
 	close(fd);
 	if (len < 0)
@@ -289,7 +306,7 @@ read_dev_key_file(unsigned char *root)
 				 errmsg("could not read file \"%s\": %m", DEV_KEY_FILE)));
 
 	valid = parse_key_text(text, (size_t) len, root);
-	sodium_memzero(text, sizeof(text));
+	secret_memory_free(text);
 	if (!valid)
 	{
 		sodium_memzero(root, KEYRING_KEY_BYTES);
@@ -312,7 +329,7 @@ static void
 derive_keys(RootKeys *s, char *fingerprint_hex)
 {
 	static const char fingerprint_message[] = "gdprcrm root key fingerprint";
-	unsigned char fingerprint_key[KEYRING_KEY_BYTES];
+	unsigned char *fingerprint_key;
 	unsigned char fingerprint[FINGERPRINT_BYTES];
 
 	for (int p = 0; p < KEY_PURPOSE_COUNT; p++)
@@ -320,14 +337,16 @@ derive_keys(RootKeys *s, char *fingerprint_hex)
 								   KEY_DERIVATION_VERSION,
 								   purpose_contexts[p], s->root);
 
-	crypto_kdf_derive_from_key(fingerprint_key, sizeof(fingerprint_key),
+	fingerprint_key = secret_memory_alloc(CurrentMemoryContext,
+										  KEYRING_KEY_BYTES);
+	crypto_kdf_derive_from_key(fingerprint_key, KEYRING_KEY_BYTES,
 							   KEY_DERIVATION_VERSION,
 							   FINGERPRINT_CONTEXT, s->root);
 	crypto_generichash(fingerprint, sizeof(fingerprint),
 					   (const unsigned char *) fingerprint_message,
 					   sizeof(fingerprint_message) - 1,
-					   fingerprint_key, sizeof(fingerprint_key));
-	sodium_memzero(fingerprint_key, sizeof(fingerprint_key));
+					   fingerprint_key, KEYRING_KEY_BYTES);
+	secret_memory_free(fingerprint_key);
 	sodium_bin2hex(fingerprint_hex, KEYRING_FINGERPRINT_CHARS + 1,
 				   fingerprint, sizeof(fingerprint));
 }
@@ -338,10 +357,9 @@ derive_keys(RootKeys *s, char *fingerprint_hex)
  *	  postmaster while it processes shared_preload_libraries, load the root
  *	  key.  Every failure to load is FATAL: the server does not start.
  *
- *	  Locked pages are not inherited as locked by fork(2), but the child
- *	  shares the postmaster's physical pages copy-on-write and never writes
- *	  them (they are read-only), so they stay resident while the postmaster
- *	  holds its lock.  MADV_DONTDUMP, set by sodium_malloc, is inherited.
+ *	  fork(2) does not pass memory locks on; secret_memory.c locks the keys
+ *	  again in every child, which shares the postmaster's pages and never
+ *	  writes them (they are read-only).  MADV_DONTDUMP is inherited.
  *
  *	  EXEC_BACKEND builds re-run _PG_init in every backend and would run the
  *	  key command each time; they are not supported.
@@ -359,8 +377,9 @@ keyring_init(void)
 	if (!process_shared_preload_libraries_in_progress || secrets != NULL)
 		return;
 
-	s = sodium_malloc(sizeof(KeyringSecrets));
-	if (s == NULL || sodium_mlock(s, sizeof(KeyringSecrets)) != 0)
+	s = secret_memory_region(SECRET_AREA_ROOT_KEYS, sizeof(KeyringSecrets),
+							 SECRET_INHERITED | SECRET_MUST_LOCK);
+	if (s == NULL)
 		ereport(FATAL,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("could not allocate locked memory for the gdprcrm keys: %m"),
@@ -406,7 +425,7 @@ keyring_init(void)
 	else
 		sodium_memzero(&s->previous, sizeof(s->previous));
 
-	if (sodium_mprotect_readonly(s) != 0)
+	if (!secret_memory_protect_readonly(s))
 		ereport(FATAL,
 				(errmsg("could not protect the gdprcrm keys: %m")));
 

@@ -14,7 +14,10 @@
  * Unwrapping costs a table lookup, so each backend caches unwrapped keys,
  * at most gdprcrm.key_cache_size of them (CLOCK eviction, see below); an
  * evicted or flushed key is zeroed.  Tombstones are cached too:
- * destruction is final.
+ * destruction is final.  Cached keys, and the buffers that hold a new or
+ * unwrapped key on its way into the cache, are secret memory
+ * (secret_memory.c): locked where the limit allows, out of core dumps,
+ * zeroed when freed.
  *
  * Invalidation: a transaction that destroyed keys advances the shared key
  * destruction epoch when it commits (shmem.c).  Every lookup first reads
@@ -55,6 +58,7 @@
 #include "int64_order.h"
 #include "keyring.h"
 #include "owner_query.h"
+#include "secret_memory.h"
 #include "shmem.h"
 #include "stored_key.h"
 #include "subject_hash.h"
@@ -93,7 +97,11 @@ typedef struct CachedKey
 #define SH_DEFINE
 #include "lib/simplehash.h"
 
-/* Key slots come in chunks that are never moved or freed while cached. */
+/*
+ * Key slots come in chunks of secret memory that are never moved or freed:
+ * a backend's cache holds at most key_cache_size keys, so it maps at most
+ * that many slots rounded up to a chunk (128 kB), and keeps them.
+ */
 #define SLAB_CHUNK_KEYS 4096
 #define SLAB_MAX_CHUNKS ((16 * 1024 * 1024 + SLAB_CHUNK_KEYS - 1) / SLAB_CHUNK_KEYS)
 
@@ -154,11 +162,13 @@ take_slot(void)
 
 		if (chunk >= SLAB_MAX_CHUNKS)
 			elog(ERROR, "gdprcrm subject key cache is full");
-		slab_chunks[chunk] = MemoryContextAllocZero(cache_context,
-													SLAB_CHUNK_KEYS * KEYRING_KEY_BYTES);
+		/* Bookkeeping first: a chunk, once mapped, is never given back. */
 		free_slots = free_slots == NULL ?
 			MemoryContextAlloc(cache_context, (slab_slots + SLAB_CHUNK_KEYS) * sizeof(uint32)) :
 			repalloc(free_slots, (slab_slots + SLAB_CHUNK_KEYS) * sizeof(uint32));
+		slab_chunks[chunk] = secret_memory_region(SECRET_AREA_KEY_CACHE,
+												  SLAB_CHUNK_KEYS * KEYRING_KEY_BYTES,
+												  0);
 		for (uint32 i = 0; i < SLAB_CHUNK_KEYS; i++)
 			free_slots[free_count++] = slab_slots + SLAB_CHUNK_KEYS - 1 - i;
 		slab_slots += SLAB_CHUNK_KEYS;
@@ -557,14 +567,14 @@ const StoredKeyTable subject_keys_table = {
 static bool
 create_key(int64 subject, int64 project)
 {
-	unsigned char key[KEYRING_KEY_BYTES];
+	unsigned char *key = secret_memory_alloc(CurrentMemoryContext, KEYRING_KEY_BYTES);
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 	StoredKey	row;
 	volatile bool created = false;
 
 	memset(&row, 0, sizeof(row));
 	row.version = 1;
-	csprng_fill(key, sizeof(key));
+	csprng_fill(key, KEYRING_KEY_BYTES);
 	subject_key_ad(subject, row.version, ad);
 	keyring_wrap(KEY_PURPOSE_WRAP, ad, sizeof(ad), key, row.wrapped);
 	strlcpy(row.wrapped_with, keyring_fingerprint(), sizeof(row.wrapped_with));
@@ -580,7 +590,7 @@ create_key(int64 subject, int64 project)
 	}
 	PG_FINALLY();
 	{
-		sodium_memzero(key, sizeof(key));
+		secret_memory_free(key);
 	}
 	PG_END_TRY();
 	return created;
@@ -613,7 +623,7 @@ load(int64 subject, bool create)
 	StoredKey	row;
 	int64		project;
 	bool		found;
-	unsigned char key[KEYRING_KEY_BYTES];
+	unsigned char *key;
 	unsigned char ad[SUBJECT_KEY_AD_BYTES];
 
 	/* A superuser reaches every subject: no need to read the project. */
@@ -642,6 +652,7 @@ load(int64 subject, bool create)
 	}
 
 	subject_key_ad(subject, row.version, ad);
+	key = secret_memory_alloc(CurrentMemoryContext, KEYRING_KEY_BYTES);
 	PG_TRY();
 	{
 		keyring_unwrap(KEY_PURPOSE_WRAP, row.wrapped_with, ad, sizeof(ad),
@@ -650,7 +661,7 @@ load(int64 subject, bool create)
 	}
 	PG_FINALLY();
 	{
-		sodium_memzero(key, sizeof(key));
+		secret_memory_free(key);
 	}
 	PG_END_TRY();
 }
@@ -822,8 +833,8 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
  *	  subject it saves nothing over encrypt()'s own creation).
  *	  Subjects that already have a key (or a tombstone) keep it.  Returns
  *	  how many keys were created.  Not executable by PUBLIC: it creates keys
- *	  without the team check of encrypt().  The unwrapped keys live in one
- *	  palloc'd buffer, zeroed before it is freed, errors included.
+ *	  without the team check of encrypt().  The new keys live in one buffer
+ *	  of secret memory, zeroed before it is freed, errors included.
  */
 PG_FUNCTION_INFO_V1(gdprcrm_create_subject_keys);
 Datum
@@ -868,7 +879,7 @@ gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
 	}
 	rows = palloc0(sizeof(StoredKey) * count);
 	inserted = palloc(sizeof(bool) * count);
-	keys = palloc(KEYRING_KEY_BYTES * (Size) count);
+	keys = secret_memory_alloc(CurrentMemoryContext, KEYRING_KEY_BYTES * (Size) count);
 
 	PG_TRY();
 	{
@@ -895,6 +906,6 @@ gdprcrm_create_subject_keys(PG_FUNCTION_ARGS)
 		sodium_memzero(keys, KEYRING_KEY_BYTES * (Size) count);
 	}
 	PG_END_TRY();
-	pfree(keys);
+	secret_memory_free(keys);
 	PG_RETURN_INT32(created);
 }
