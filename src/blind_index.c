@@ -22,6 +22,7 @@
 
 #include "compat.h"
 #include "database_keys.h"
+#include "secret_memory.h"
 
 #define BLIND_INDEX_BYTES 16
 #define DOMAIN_MAX_BYTES 255
@@ -56,7 +57,7 @@ gdprcrm_blind_index(PG_FUNCTION_ARGS)
 	text	   *value = PG_GETARG_TEXT_PP(0);
 	text	   *domain = PG_GETARG_TEXT_PP(1);
 	size_t		domain_len = VARSIZE_ANY_EXHDR(domain);
-	unsigned char key[KEYRING_KEY_BYTES];
+	unsigned char *key;
 	bytea	   *result;
 
 	if (domain_len == 0 || domain_len > DOMAIN_MAX_BYTES)
@@ -65,13 +66,14 @@ gdprcrm_blind_index(PG_FUNCTION_ARGS)
 				 errmsg("blind index domain must be between 1 and %d bytes",
 						DOMAIN_MAX_BYTES)));
 
-	domain_key(VARDATA_ANY(domain), domain_len, key);
 	result = palloc(VARHDRSZ + BLIND_INDEX_BYTES);
 	SET_VARSIZE(result, VARHDRSZ + BLIND_INDEX_BYTES);
+	key = secret_memory_alloc(CurrentMemoryContext, KEYRING_KEY_BYTES);
+	domain_key(VARDATA_ANY(domain), domain_len, key);
 	crypto_generichash((unsigned char *) VARDATA(result), BLIND_INDEX_BYTES,
 					   (const unsigned char *) VARDATA_ANY(value),
-					   VARSIZE_ANY_EXHDR(value), key, sizeof(key));
-	sodium_memzero(key, sizeof(key));
+					   VARSIZE_ANY_EXHDR(value), key, KEYRING_KEY_BYTES);
+	secret_memory_free(key);
 	PG_RETURN_BYTEA_P(result);
 }
 

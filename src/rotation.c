@@ -17,8 +17,6 @@
  */
 #include "postgres.h"
 
-#include <sodium.h>
-
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -27,6 +25,7 @@
 #include "database_keys.h"
 #include "keyring.h"
 #include "owner_query.h"
+#include "secret_memory.h"
 #include "stored_key.h"
 #include "subject_keys.h"
 
@@ -44,15 +43,16 @@ static const StoredKeyTable *const key_tables[] = {
 static void
 rewrap(const StoredKeyTable *table, Datum id, StoredKey *key)
 {
-	unsigned char plain[KEYRING_KEY_BYTES];
+	unsigned char *plain = secret_memory_alloc(CurrentMemoryContext, KEYRING_KEY_BYTES);
 	unsigned char ad[STORED_KEY_AD_MAX_BYTES];
 	size_t		ad_len;
 	KeyPurpose	purpose = table->binding(id, key->version, ad, &ad_len);
 
+	/* On error, the reset of the memory context zeroes plain. */
 	keyring_unwrap(purpose, key->wrapped_with, ad, ad_len,
 				   key->wrapped, sizeof(key->wrapped), plain);
 	keyring_wrap(purpose, ad, ad_len, plain, key->wrapped);
-	sodium_memzero(plain, sizeof(plain));
+	secret_memory_free(plain);
 	strlcpy(key->wrapped_with, keyring_fingerprint(), sizeof(key->wrapped_with));
 }
 

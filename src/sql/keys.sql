@@ -1,7 +1,7 @@
 /*
- * keys: the root key's fingerprint, the tables of wrapped subject and
- * database keys with the tombstones of erased subjects, shredding and
- * rewrapping.
+ * keys: the root key's fingerprint, where unwrapped keys live, the tables
+ * of wrapped subject and database keys with the tombstones of erased
+ * subjects, shredding and rewrapping.
  */
 
 CREATE FUNCTION @extschema@.key_info(
@@ -16,6 +16,18 @@ REVOKE ALL ON FUNCTION @extschema@.key_info() FROM PUBLIC;
 
 COMMENT ON FUNCTION @extschema@.key_info() IS
     'Keyed fingerprint, source (command or development_file) and load time of the root key; never the key';
+
+/*
+ * Where this backend keeps unwrapped keys, as the kernel sees it: for a
+ * DBA checking that locking works under the server's RLIMIT_MEMLOCK.
+ */
+CREATE FUNCTION @extschema@.key_memory()
+RETURNS TABLE (area text, bytes bigint, locked boolean, excluded_from_dumps boolean)
+AS 'MODULE_PATHNAME', 'gdprcrm_key_memory'
+LANGUAGE C STRICT VOLATILE PARALLEL RESTRICTED ROWS 4;
+REVOKE ALL ON FUNCTION @extschema@.key_memory() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.key_memory() IS
+    'Memory of this backend that holds unwrapped keys, per area: bytes, and whether the kernel keeps it locked and out of core dumps; never an address or a key';
 
 /*
  * Key tables.  No role but their owner has any privilege on them; the C
