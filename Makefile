@@ -83,8 +83,9 @@ $(foreach v,$(DATA:src/sql/released/$(EXTENSION)--%.sql=%),$(if $(wildcard src/s
   $(error released $(v) has no update script src/sql/updates/$(v)--*.sql)))
 
 # Concern sources, one blank line apart.  A released script never changes.
+ASSEMBLE = awk 'FNR == 1 && NR > 1 { print "" } { print }' $(SQL_SOURCES)
 $(SQL_SCRIPT): $(SQL_SOURCES) $(wildcard src/sql/released/$(SQL_SCRIPT))
-	awk 'FNR == 1 && NR > 1 { print "" } { print }' $(SQL_SOURCES) > $@.tmp
+	$(ASSEMBLE) > $@.tmp
 	@if [ -f src/sql/released/$@ ] && ! cmp -s $@.tmp src/sql/released/$@; then \
 		echo "$@ differs from src/sql/released/$@, a released version: set a new default_version in $(EXTENSION).control and add an update script (doc/development.md)" >&2; \
 		rm -f $@.tmp; exit 1; \
@@ -97,7 +98,7 @@ $(EXTENSION)--%.sql: src/sql/updates/%.sql
 # Releasing a version: freeze its install script (doc/development.md).
 .PHONY: freeze
 freeze:
-	awk 'FNR == 1 && NR > 1 { print "" } { print }' $(SQL_SOURCES) > src/sql/released/$(SQL_SCRIPT)
+	$(ASSEMBLE) > src/sql/released/$(SQL_SCRIPT)
 
 # One target per suite so that a failure in one does not hide the others.
 .PHONY: check-regress check-isolation check-tap
