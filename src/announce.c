@@ -25,7 +25,11 @@
  *
  * The resource manager needs gdprcrm in shared_preload_libraries wherever
  * this WAL is replayed: on every standby, and on the primary itself until
- * a checkpoint follows the last record (doc/operations.md).
+ * a checkpoint follows the last record (doc/operations.md).  A server that
+ * does not preload gdprcrm has no such resource manager, so it writes no
+ * record: recovery there could not replay one and the server would not
+ * start again after a crash (and without shared memory no backend learns
+ * of changes anyway).
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -70,6 +74,7 @@ typedef struct xl_gdprcrm_changes
 
 #define SizeOfGdprcrmChanges (offsetof(xl_gdprcrm_changes, count) + sizeof(int32))
 
+static bool rmgr_registered = false;	/* only while preloading */
 static bool keys_destroyed_in_xact = false;
 static TimestampTz settled_at_statement = 0;
 static XLogRecPtr settled_at_replay = InvalidXLogRecPtr;
@@ -100,8 +105,8 @@ announce_before_commit(const int64 *subjects, int count)
 #ifndef COMPAT_HAS_CUSTOM_RMGR
 	return;
 #endif
-	if (!XLogStandbyInfoActive() || !TransactionIdIsValid(xid) ||
-		(count == 0 && !keys_destroyed_in_xact))
+	if (!rmgr_registered || !XLogStandbyInfoActive() ||
+		!TransactionIdIsValid(xid) || (count == 0 && !keys_destroyed_in_xact))
 		return;
 
 	memset(&rec, 0, sizeof(rec));	/* no stack bytes in the WAL */
@@ -233,7 +238,10 @@ announce_init(void)
 {
 #ifdef COMPAT_HAS_CUSTOM_RMGR
 	if (process_shared_preload_libraries_in_progress)
+	{
 		RegisterCustomRmgr(GDPRCRM_RMGR_ID, &announce_rmgr);
+		rmgr_registered = true;
+	}
 #endif
 	RegisterXactCallback(xact_callback, NULL);
 }
