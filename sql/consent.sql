@@ -184,6 +184,25 @@ DELETE FROM gdprcrm.consent_events WHERE subject = :p1;
 DELETE FROM gdprcrm.consent_events WHERE subject = :p6;
 SELECT count(*) AS ledger_rows_of_erased FROM gdprcrm.consent_events WHERE subject = :p6;
 
+-- Nothing more is recorded about an erased subject, restrictions included,
+-- and the erasure itself cannot be undone, not even by the tables' owner.
+SET ROLE regress_eve;
+SELECT gdprcrm.restrict_processing(:p6, 'after erasure');
+SELECT gdprcrm.lift_restriction(:p6);
+RESET ROLE;
+SELECT count(*) AS restrictions_of_erased FROM gdprcrm.restriction_events WHERE subject = :p6;
+UPDATE gdprcrm.subject_state SET erased_at = NULL WHERE subject = :p6;
+UPDATE gdprcrm.subject_state SET erased_at = erased_at - interval '1 day' WHERE subject = :p6;
+UPDATE gdprcrm.subject_state SET subject = subject + 1000 WHERE subject = :p6;
+DELETE FROM gdprcrm.subject_state WHERE subject = :p6;
+TRUNCATE gdprcrm.subject_state;
+-- Other changes of state rows still work (the trigger fires only on erased rows).
+UPDATE gdprcrm.subject_state SET updated_at = updated_at WHERE subject = :p1;
+SELECT count(*) AS erased_rows FROM gdprcrm.subject_state WHERE erased_at IS NOT NULL;
+-- Subject ids are positive; 0 stands for the purposes.
+SELECT gdprcrm.shred_subject_key(0);
+SELECT gdprcrm.shred_subject_key(-1);
+
 -- Consent is recorded only for existing people, never for id 0 or for ids
 -- not yet created (which would pre-consent whoever gets them).
 SET ROLE regress_eve;

@@ -810,6 +810,12 @@ gdprcrm_shred_subject_key(PG_FUNCTION_ARGS)
 	CachedKey  *entry;
 	bool		erased;
 
+	/* Like every subject id gdprcrm records; 0 stands for the purposes. */
+	if (subject <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("subject ids are positive")));
+
 	/*
 	 * Row filters hide an erased subject's rows once this commits.  The
 	 * state row first: every change of a subject's state locks it before

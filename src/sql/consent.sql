@@ -317,7 +317,13 @@ DECLARE
     v_id bigint;
 BEGIN
     PERFORM @extschema@.require_subject_access(subject);
+    -- Under the subject's lock, like record_consent_event: nothing is
+    -- recorded about a subject once erased.
     PERFORM @extschema@.lock_subject_state(subject);
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject
+               AND s.erased_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
     SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
            @extschema@.calling_role()

@@ -27,6 +27,34 @@ REVOKE ALL ON @extschema@.subject_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
 
 /*
+ * An erasure is permanent, like the key tombstone it goes with: the row
+ * filter reads it here, so clearing erased_at or deleting the row would
+ * show an erased subject's rows again.  The WHEN clauses keep the trigger
+ * off every other change (the consent functions update this table).
+ */
+CREATE FUNCTION @extschema@.protect_erasure() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.subject = OLD.subject AND NEW.erased_at = OLD.erased_at THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the erasure of a subject cannot be undone'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Erasure is recorded by gdprcrm.shred_subject_key() and is permanent.';
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.protect_erasure() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.protect_erasure() IS
+    'Trigger keeping the erasure recorded in subject_state permanent';
+CREATE TRIGGER protect_erasure BEFORE UPDATE ON @extschema@.subject_state
+    FOR EACH ROW WHEN (OLD.erased_at IS NOT NULL) EXECUTE FUNCTION @extschema@.protect_erasure();
+CREATE TRIGGER protect_erasure_delete BEFORE DELETE ON @extschema@.subject_state
+    FOR EACH ROW WHEN (OLD.erased_at IS NOT NULL) EXECUTE FUNCTION @extschema@.protect_erasure();
+CREATE TRIGGER protect_erasure_truncate BEFORE TRUNCATE ON @extschema@.subject_state
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_erasure();
+
+/*
  * One state row per subject, locked for the rest of the transaction: every
  * change of a subject's state takes it first, so concurrent changes of one
  * subject serialise and the last commit wins.

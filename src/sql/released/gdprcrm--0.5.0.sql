@@ -649,6 +649,34 @@ REVOKE ALL ON @extschema@.subject_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
 
 /*
+ * An erasure is permanent, like the key tombstone it goes with: the row
+ * filter reads it here, so clearing erased_at or deleting the row would
+ * show an erased subject's rows again.  The WHEN clauses keep the trigger
+ * off every other change (the consent functions update this table).
+ */
+CREATE FUNCTION @extschema@.protect_erasure() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.subject = OLD.subject AND NEW.erased_at = OLD.erased_at THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the erasure of a subject cannot be undone'
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Erasure is recorded by gdprcrm.shred_subject_key() and is permanent.';
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.protect_erasure() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.protect_erasure() IS
+    'Trigger keeping the erasure recorded in subject_state permanent';
+CREATE TRIGGER protect_erasure BEFORE UPDATE ON @extschema@.subject_state
+    FOR EACH ROW WHEN (OLD.erased_at IS NOT NULL) EXECUTE FUNCTION @extschema@.protect_erasure();
+CREATE TRIGGER protect_erasure_delete BEFORE DELETE ON @extschema@.subject_state
+    FOR EACH ROW WHEN (OLD.erased_at IS NOT NULL) EXECUTE FUNCTION @extschema@.protect_erasure();
+CREATE TRIGGER protect_erasure_truncate BEFORE TRUNCATE ON @extschema@.subject_state
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_erasure();
+
+/*
  * One state row per subject, locked for the rest of the transaction: every
  * change of a subject's state takes it first, so concurrent changes of one
  * subject serialise and the last commit wins.
@@ -989,7 +1017,13 @@ DECLARE
     v_id bigint;
 BEGIN
     PERFORM @extschema@.require_subject_access(subject);
+    -- Under the subject's lock, like record_consent_event: nothing is
+    -- recorded about a subject once erased.
     PERFORM @extschema@.lock_subject_state(subject);
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject
+               AND s.erased_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
     SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
            @extschema@.calling_role()
