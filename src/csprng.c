@@ -19,6 +19,12 @@
  * language, another extension), a pthread_atfork child handler forgets the
  * owner too, so no kernel feature is needed for safety.
  *
+ * The unread part of the block is the next nonces and keys this process
+ * will hand out, and the key every later block: the state is locked in
+ * memory where the locked-memory limit allows, so that it is never written
+ * to swap, and left out of core dumps.  A failure to lock is reported
+ * through a callback (secret_memory.c logs it); the generator works on.
+ *
  * This file uses no palloc or ereport so that test/bench can link it.
  *-------------------------------------------------------------------------
  */
@@ -26,6 +32,7 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -49,6 +56,7 @@ typedef struct CsprngState
 
 static CsprngState *state = NULL;
 static bool mapping_failed = false;
+static void (*lock_failure_report) (void) = NULL;
 
 /* In a forked child: the inherited state must be reseeded before use. */
 static void
@@ -91,6 +99,12 @@ state_for_this_process(void)
 
 	if (state->owner_pid != MyProcPid || state->owner_pid == 0)
 	{
+		/*
+		 * Once per process: fork(2) does not pass memory locks on, so a
+		 * child locks the state again before seeding it.
+		 */
+		if (mlock(state, sizeof(CsprngState)) != 0 && lock_failure_report != NULL)
+			lock_failure_report();
 		randombytes_buf(state->key, sizeof(state->key));
 		sodium_memzero(state->block, sizeof(state->block));
 		state->unread = 0;
@@ -147,4 +161,31 @@ csprng_fill(void *buf, size_t len)
 		out += n;
 		len -= n;
 	}
+}
+
+/*
+ * csprng_state_memory
+ *	  Where this process's generator state lives, in whole pages, for
+ *	  gdprcrm.key_memory(); false when it has none yet.
+ */
+bool
+csprng_state_memory(const void **start, size_t *size)
+{
+	long		page = sysconf(_SC_PAGESIZE);
+
+	if (state == NULL || state->owner_pid != MyProcPid || page <= 0)
+		return false;
+	*start = state;
+	*size = (sizeof(CsprngState) + page - 1) / page * page;
+	return true;
+}
+
+/*
+ * csprng_on_lock_failure
+ *	  Call report (with errno set) whenever the state cannot be locked.
+ */
+void
+csprng_on_lock_failure(void (*report) (void))
+{
+	lock_failure_report = report;
 }

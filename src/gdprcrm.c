@@ -17,6 +17,7 @@
 #include "database_keys.h"
 #include "guc.h"
 #include "keyring.h"
+#include "secret_memory.h"
 #include "shmem.h"
 #include "subject_keys.h"
 #include "subject_state.h"
@@ -39,10 +40,14 @@ _PG_init(void)
 	 * lines in postgresql.conf stay placeholders, which PostgreSQL accepts
 	 * without a warning.  Called anyway, a function that needs a key fails
 	 * with 55000, and row filters hide every row (no purpose is declared).
+	 * Functions that need no key (consent, shred_subject_key) still change
+	 * their tables, but no other backend is told: harmless there, since only
+	 * pg_upgrade's own superuser sessions run until the server restarts.
 	 */
 	if (IsBinaryUpgrade)
 		return;
 
+	secret_memory_init();
 	guc_init();
 	keyring_init();
 	shmem_init();

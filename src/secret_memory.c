@@ -62,6 +62,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "csprng.h"
 #include "secret_memory.h"
 
 /* One mapping: a guard page, size usable bytes, a guard page. */
@@ -117,6 +118,7 @@ static const char *const area_names[SECRET_AREA_COUNT] = {
 	[SECRET_AREA_DATABASE_KEYS] = "database keys",
 	[SECRET_AREA_KEY_CACHE] = "subject key cache",
 	[SECRET_AREA_TRANSIENT] = "transient buffers",
+	[SECRET_AREA_GENERATOR] = "random generator",
 };
 
 /*
@@ -228,6 +230,17 @@ report_lock_failure(void)
 			 errhint("Raise the locked-memory limit of the server (LimitMEMLOCK for systemd, ulimit -l) to at least 64 kB plus 32 bytes for each key of gdprcrm.key_cache_size, or lower that setting."),
 			 errhidestmt(true),
 			 errhidecontext(true)));
+}
+
+/*
+ * secret_memory_init
+ *	  At library load: the random generator, which maps and locks its own
+ *	  state (csprng.c cannot log), reports a failure to lock it here.
+ */
+void
+secret_memory_init(void)
+{
+	csprng_on_lock_failure(report_lock_failure);
 }
 
 /*
@@ -633,6 +646,8 @@ gdprcrm_key_memory(PG_FUNCTION_ARGS)
 		RegionView *views;
 		int			count = 0;
 		int			nrows = 0;
+		const void *generator;
+		size_t		generator_size;
 
 		funcctx = SRF_FIRSTCALL_INIT();
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
@@ -648,6 +663,15 @@ gdprcrm_key_memory(PG_FUNCTION_ARGS)
 			views[count].start = (uintptr_t) regions[i].start;
 			views[count].end = (uintptr_t) regions[i].start + regions[i].size;
 			views[count].area = regions[i].area;
+			views[count].locked = views[count].excluded = 1;
+			count++;
+		}
+		if (csprng_state_memory(&generator, &generator_size))
+		{
+			views = repalloc(views, sizeof(RegionView) * (count + 1));
+			views[count].start = (uintptr_t) generator;
+			views[count].end = (uintptr_t) generator + generator_size;
+			views[count].area = SECRET_AREA_GENERATOR;
 			views[count].locked = views[count].excluded = 1;
 			count++;
 		}

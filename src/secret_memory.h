@@ -16,6 +16,7 @@ typedef enum SecretArea
 	SECRET_AREA_DATABASE_KEYS,	/* database_keys.c */
 	SECRET_AREA_KEY_CACHE,		/* subject_keys.c: the cache's key slab */
 	SECRET_AREA_TRANSIENT,		/* buffers of secret_memory_alloc */
+	SECRET_AREA_GENERATOR,		/* csprng.c's state: the next keys drawn */
 	SECRET_AREA_COUNT
 } SecretArea;
 
@@ -23,6 +24,7 @@ typedef enum SecretArea
 #define SECRET_INHERITED	0x01	/* children of fork(2) keep it, locked */
 #define SECRET_MUST_LOCK	0x02	/* NULL rather than unlocked memory */
 
+extern void secret_memory_init(void);
 extern void *secret_memory_region(SecretArea area, size_t size, int flags);
 extern bool secret_memory_protect_readonly(void *region);
 extern void *secret_memory_alloc(MemoryContext context, size_t size);

@@ -114,7 +114,9 @@ sub locked_kb
 	return $1;
 }
 
-my $needed = 3 * $page + 2 * $chunk;    # root, database keys, pool, cache
+# The random generator's state: a 4 kB block, its key and bookkeeping.
+my $generator = int((4096 + 48 + $page - 1) / $page) * $page;
+my $needed = 3 * $page + 2 * $chunk + $generator;    # root, database keys, pool, cache, generator
 
 #
 # An ordinary limit.
@@ -146,6 +148,7 @@ is_deeply(key_memory($session, $can_lock), {
 		'database keys' => $row->($page),
 		'subject key cache' => $row->(2 * $chunk),
 		'transient buffers' => $row->($page),
+		'random generator' => $row->($generator),
 	},
 	'key_memory(): every area locked and excluded from dumps; 5000 keys take two chunks of the cache');
 
@@ -266,12 +269,14 @@ SKIP:
 			'database keys' => "$page t t",
 			'subject key cache' => 2 * $chunk . ' f t',
 			'transient buffers' => "$page t t",
+			'random generator' => "$generator t t",
 		},
 		'key_memory(): the cache is not locked but still excluded from dumps; the small areas are locked');
 	my @low_chunks = grep { size_of($_) == $chunk } dump_excluded(mappings($low_pid));
 	is(scalar(grep { $_->{flags}{dd} && !$_->{flags}{lo} } @low_chunks), 2,
 		'smaps: both cache chunks marked dd, not lo');
-	is(locked_kb($low_pid) * 1024, 3 * $page, 'status: the backend locks the three small areas only');
+	is(locked_kb($low_pid) * 1024, 3 * $page + $generator,
+		'status: the backend locks the three small areas and the generator only');
 	$low->quit;
 	$small->stop;
 
