@@ -241,6 +241,22 @@ SELECT @extschema@.protect('@extschema@.enrichments', 'person_id');
 SELECT @extschema@.protect('@extschema@.person_companies', 'person_id');
 SELECT @extschema@.protect('@extschema@.person_identities', 'person_id');
 
+/* Every table of the CRM that holds a person's data is in the registry. */
+SELECT @extschema@.register_table('@extschema@.people', 'id', 'profile',
+    'Profile: external id, email, name, phone, traits, first and last seen',
+    '{"email": "crm.people.email", "name": "crm.people.name", "phone": "crm.people.phone"}');
+SELECT @extschema@.register_table('@extschema@.person_identities', 'person_id', 'identifiers',
+    'Keyed hashes of the external id and email, for lookups');
+SELECT @extschema@.register_table('@extschema@.person_companies', 'person_id', 'employment',
+    'Companies the person works for, with title and start date');
+SELECT @extschema@.register_table('@extschema@.events', 'person_id', 'activity',
+    'Page views and custom events with their properties');
+SELECT @extschema@.register_table('@extschema@.messages', 'person_id', 'communications',
+    'Messages to and from the person; subject and body encrypted',
+    '{"subject": "crm.messages.subject", "body": "crm.messages.body"}');
+SELECT @extschema@.register_table('@extschema@.enrichments', 'person_id', 'enrichment',
+    'Public-profile data with its source and fetch time');
+
 /*
  * Grants.  Application roles own nothing and reach rows only through row
  * level security; SECURITY DEFINER functions check their caller.

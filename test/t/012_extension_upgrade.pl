@@ -62,7 +62,9 @@ sub schema_of
 	$dump =~ s/^    "\.+pg\.dropped\.\d+\.+" .*\n//mg;
 	$dump =~ s/,\n\);$/\n);/mg;
 	$dump =~ s/^\n-- set missing value\.\n.*binary_upgrade_set_missing_value.*\n\n//mg;
-	$dump =~ s/(binary_upgrade_create_empty_extension\([^)]*?)'\{[\d,]*\}'/$1'{configuration tables}'/;
+	# Configuration tables and their conditions are parallel arrays in OID
+	# order; they are compared as pairs, by name, from the catalog below.
+	$dump =~ s/(binary_upgrade_create_empty_extension\([^)]*?)'\{[\d,]*\}', '\{(?:"(?:[^"\\]|\\.)*",?)*\}'/$1'{configuration tables}', '{conditions}'/;
 	$dump =~ s/((?:^(?:GRANT|REVOKE) .*\n)+)/join('', sort split(m{^}m, $1))/mge;
 
 	my $members = $node->safe_psql($db, q{
