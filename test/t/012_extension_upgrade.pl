@@ -50,6 +50,21 @@ else
 	pass("$current is not released yet: no frozen script to compare");
 }
 
+# Every version an update script starts from or leads to, other than the
+# current one, is a frozen release: a release that was never frozen (make
+# freeze) can be neither installed nor updated here.
+my %released = map { m{/gdprcrm--([0-9.]+)\.sql$} ? ($1 => 1) : () }
+  glob("$top/src/sql/released/gdprcrm--*.sql");
+my @unfrozen;
+for my $update (glob("$top/src/sql/updates/*.sql"))
+{
+	my ($from, $to) = $update =~ m{/([0-9.]+)--([0-9.]+)\.sql$}
+	  or die "$update is not named <from>--<to>.sql";
+	push @unfrozen, grep { $_ ne $current && !$released{$_} } $from, $to;
+}
+is(join(' ', sort keys %{ { map { $_ => 1 } @unfrozen } }),
+	'', 'every version the update scripts lead from or to is current or frozen in src/sql/released/');
+
 # The schema of a database's gdprcrm: its dump, without what differs
 # between equal schemas (OIDs, relfilenodes, transaction ids, storage of
 # dropped columns and of columns added with a default, the order of
