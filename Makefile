@@ -96,8 +96,13 @@ $(EXTENSION)--%.sql: src/sql/updates/%.sql
 	cp $< $@
 
 # Releasing a version: freeze its install script (doc/development.md).
+# Never over a release: when the build says the sources differ from it,
+# the sources are what must change (or the version).
 .PHONY: freeze
 freeze:
+	@if [ -f src/sql/released/$(SQL_SCRIPT) ]; then \
+		echo "$(EXTVERSION) is released already: src/sql/released/$(SQL_SCRIPT) is never rewritten" >&2; exit 1; \
+	fi
 	$(ASSEMBLE) > src/sql/released/$(SQL_SCRIPT)
 
 # One target per suite so that a failure in one does not hide the others.

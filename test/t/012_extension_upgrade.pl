@@ -3,9 +3,17 @@
 # installed and updated with ALTER EXTENSION gdprcrm UPDATE, gives exactly
 # what a fresh install of the current version gives: the same
 # pg_dump --schema-only --binary-upgrade (which dumps the extension's
-# member objects) and the same member list.  The comparison itself is
-# checked first: two fresh installs compare equal, and changes made behind
-# the extension's back compare different.
+# member objects), the same member list and the same gdprcrm roles.  The
+# comparison itself is checked too: two fresh installs compare equal, and
+# changes made behind the extension's back compare different.
+#
+# Roles belong to the cluster, not to a database: a role that only the
+# current version's install script creates would already exist for the
+# update once a fresh install had run, and an update script that forgot
+# it would pass here and fail everywhere else.  So the releases are
+# installed and updated first, in a cluster where the current version was
+# never installed, and the roles they leave are compared with those a
+# fresh install leaves.
 use strict;
 use warnings;
 
@@ -41,6 +49,21 @@ else
 {
 	pass("$current is not released yet: no frozen script to compare");
 }
+
+# Every version an update script starts from or leads to, other than the
+# current one, is a frozen release: a release that was never frozen (make
+# freeze) can be neither installed nor updated here.
+my %released = map { m{/gdprcrm--([0-9.]+)\.sql$} ? ($1 => 1) : () }
+  glob("$top/src/sql/released/gdprcrm--*.sql");
+my @unfrozen;
+for my $update (glob("$top/src/sql/updates/*.sql"))
+{
+	my ($from, $to) = $update =~ m{/([0-9.]+)--([0-9.]+)\.sql$}
+	  or die "$update is not named <from>--<to>.sql";
+	push @unfrozen, grep { $_ ne $current && !$released{$_} } $from, $to;
+}
+is(join(' ', sort keys %{ { map { $_ => 1 } @unfrozen } }),
+	'', 'every version the update scripts lead from or to is current or frozen in src/sql/released/');
 
 # The schema of a database's gdprcrm: its dump, without what differs
 # between equal schemas (OIDs, relfilenodes, transaction ids, storage of
@@ -79,6 +102,24 @@ sub schema_of
 		WHERE e.extname = 'gdprcrm'
 		ORDER BY 1});
 	return { dump => $dump, members => $members, config => $config };
+}
+
+# The gdprcrm roles, as the install scripts leave them: attributes,
+# settings and memberships, which pg_dump of a database does not show.
+sub roles
+{
+	return $node->safe_psql('postgres', q{
+		SELECT pg_catalog.concat_ws(' ', r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole,
+			r.rolcreatedb, r.rolcanlogin, r.rolreplication, r.rolbypassrls, r.rolconnlimit,
+			r.rolconfig::text)
+		FROM pg_catalog.pg_roles r WHERE r.rolname LIKE 'gdprcrm%'
+		UNION ALL
+		SELECT pg_catalog.concat_ws(' ', g.rolname, 'has member', m.rolname, a.admin_option)
+		FROM pg_catalog.pg_auth_members a
+			JOIN pg_catalog.pg_roles g ON g.oid = a.roleid
+			JOIN pg_catalog.pg_roles m ON m.oid = a.member
+		WHERE g.rolname LIKE 'gdprcrm%' OR m.rolname LIKE 'gdprcrm%'
+		ORDER BY 1});
 }
 
 # Show how two texts differ, for a failure.
@@ -121,7 +162,32 @@ sub new_database
 	return schema_of($db);
 }
 
+# Every older release, updated: installed and updated before anything
+# else (see the top), compared with a fresh install below.
+sub version_key
+{
+	return join '.', map { sprintf '%05d', $_ } split /\./, shift;
+}
+my @older =
+  sort { version_key($a) cmp version_key($b) }
+  grep { version_key($_) lt version_key($current) }
+  map { m{/gdprcrm--([0-9.]+)\.sql$} ? $1 : () } glob("$top/src/sql/released/gdprcrm--*.sql");
+
+my %updated;
+for my $release (@older)
+{
+	(my $db = "from_$release") =~ s/\./_/g;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, "CREATE EXTENSION gdprcrm VERSION '$release'");
+	$node->safe_psql($db, 'ALTER EXTENSION gdprcrm UPDATE');
+	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'gdprcrm'}),
+		$current, "$release updates to $current");
+	$updated{$release} = schema_of($db);
+}
+my $roles_updated = roles();
+
 my $fresh = new_database('fresh', 'CREATE EXTENSION gdprcrm');
+my $roles_fresh = roles();
 like($fresh->{dump}, qr/ALTER EXTENSION gdprcrm ADD TABLE gdprcrm\.people;/,
 	'the binary-upgrade dump holds the extension member objects');
 
@@ -159,17 +225,15 @@ compare_schemas(
 		ALTER TABLE gdprcrm.purposes ADD COLUMN added text DEFAULT 'x';
 		ALTER TABLE gdprcrm.purposes DROP COLUMN added}),
 	'a column added and dropped again');
+ok($roles_fresh eq roles(), 'fresh installs after the first leave the roles as they are');
+$node->safe_psql('postgres', 'CREATE ROLE gdprcrm_changed');
+ok($roles_fresh ne roles(), 'a role added is a difference');
+$node->safe_psql('postgres', 'DROP ROLE gdprcrm_changed');
+$node->safe_psql('postgres', 'GRANT gdprcrm_analyst TO gdprcrm_app');
+ok($roles_fresh ne roles(), 'a membership granted is a difference');
+$node->safe_psql('postgres', 'REVOKE gdprcrm_analyst FROM gdprcrm_app');
 
 # Every older release, updated, is the current version.
-sub version_key
-{
-	return join '.', map { sprintf '%05d', $_ } split /\./, shift;
-}
-my @older =
-  sort { version_key($a) cmp version_key($b) }
-  grep { version_key($_) lt version_key($current) }
-  map { m{/gdprcrm--([0-9.]+)\.sql$} ? $1 : () } glob("$top/src/sql/released/gdprcrm--*.sql");
-
 SKIP:
 {
 	skip "no release older than $current: the first update checked is the one to the next version", 1
@@ -177,14 +241,11 @@ SKIP:
 
 	for my $release (@older)
 	{
-		(my $db = "from_$release") =~ s/\./_/g;
-		$node->safe_psql('postgres', "CREATE DATABASE $db");
-		$node->safe_psql($db, "CREATE EXTENSION gdprcrm VERSION '$release'");
-		$node->safe_psql($db, 'ALTER EXTENSION gdprcrm UPDATE');
-		is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'gdprcrm'}),
-			$current, "$release updates to $current");
-		compare_schemas($fresh, schema_of($db), "$release updated to $current and a fresh $current");
+		compare_schemas($fresh, $updated{$release}, "$release updated to $current and a fresh $current");
 	}
+	ok($roles_updated eq $roles_fresh,
+		"the roles an update leaves are those a fresh install of $current leaves")
+	  or diag_diff('roles', $roles_updated, $roles_fresh);
 }
 
 $node->stop;
