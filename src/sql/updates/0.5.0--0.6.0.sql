@@ -340,3 +340,18 @@ SELECT @extschema@.register_table('@extschema@.messages', 'person_id', 'communic
 SELECT @extschema@.register_table('@extschema@.enrichments', 'person_id', 'enrichment',
     'Public-profile data with its source and fetch time');
 
+/* ---- subject_state: the trash, the subject's project, the purge ---- */
+
+ALTER TABLE @extschema@.subject_state
+    ADD COLUMN trashed_at timestamptz,
+    ADD COLUMN project_id bigint,
+    ADD COLUMN purged_at timestamptz;
+COMMENT ON COLUMN @extschema@.subject_state.trashed_at IS
+    'Since when the subject is in the trash (hidden from every purpose, restorable); NULL unless it is';
+COMMENT ON COLUMN @extschema@.subject_state.project_id IS
+    'The subject''s project, recorded when it went to the trash or was purged';
+COMMENT ON COLUMN @extschema@.subject_state.purged_at IS
+    'When the subject was purged (its rows deleted, key destroyed, identifiers suppressed)';
+/* What waits in the trash, for the listing of expired trash. */
+CREATE INDEX subject_state_trash ON @extschema@.subject_state (trashed_at)
+    WHERE trashed_at IS NOT NULL AND purged_at IS NULL;
