@@ -17,7 +17,7 @@ OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # src/sql/<concern>.sql, in this order: a concern may use the objects of
 # the concerns before it.  A new concern is one more name here.
 SQL_CONCERNS = prologue access random keys types blind_index data_guard \
-               subject_state consent rights crm crm_api
+               subject_state consent rights crm crm_api erasure
 SQL_SOURCES  = $(SQL_CONCERNS:%=src/sql/%.sql)
 SQL_SCRIPT   = $(EXTENSION)--$(EXTVERSION).sql
 #
