@@ -47,10 +47,10 @@ SHLIB_LINK  = -lsodium
 
 TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 
-REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent tenancy data_guard identify rights
+REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent tenancy data_guard identify rights erasure
 REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
-ISOLATION      = nonces shred_visibility key_creation identify_race consent_withdrawal team_membership import_race identify_merge_race erasure_race
+ISOLATION      = nonces shred_visibility key_creation identify_race consent_withdrawal team_membership import_race identify_merge_race erasure_race erasure_stages
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_isolation $(TEST_CONF)
 
 TAP_TESTS    = 1
