@@ -2,8 +2,8 @@
 # trash is hidden in every standby session, and its values no longer
 # decrypt for an application, from the first statement after replay; a
 # restore brings it back the same way.  A purge killed by a crash of the
-# primary (kill -9 of the postmaster while the purge waits between two
-# tables) leaves the subject exactly as it was; purging it again completes
+# primary (kill -9 of the postmaster while the purge waits in the middle of
+# its deletions) leaves the subject exactly as it was; purging it again completes
 # it, and the standby follows.
 use strict;
 use warnings;
