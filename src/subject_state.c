@@ -55,6 +55,12 @@
 
 #define STATE_TABLE GDPRCRM_SCHEMA ".subject_state"
 
+/* What set_state reads of a state, in its order. */
+#define STATE_QUERY \
+	"SELECT subject, consented, objected, restricted, erased_at IS NOT NULL," \
+	" trashed_at IS NOT NULL, COALESCE(project_id, 0)" \
+	" FROM " STATE_TABLE
+
 typedef struct StateEntry
 {
 	SubjectState state;			/* state.subject is the hash key */
@@ -143,12 +149,8 @@ set_state(HeapTuple row, TupleDesc desc)
 static void
 read_states(const int64 *subjects, int count)
 {
-#define STATE_COLUMNS \
-	"SELECT subject, consented, objected, restricted, erased_at IS NOT NULL," \
-	" trashed_at IS NOT NULL, COALESCE(project_id, 0)" \
-	" FROM " STATE_TABLE
-	static const char *const all_sql = STATE_COLUMNS;
-	static const char *const some_sql = STATE_COLUMNS
+	static const char *const all_sql = STATE_QUERY;
+	static const char *const some_sql = STATE_QUERY
 		" WHERE subject OPERATOR(pg_catalog.=) ANY ($1)";
 	Oid			types[1] = {INT8ARRAYOID};
 	Datum		values[1];

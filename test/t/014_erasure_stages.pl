@@ -3,8 +3,8 @@
 # decrypt for an application, from the first statement after replay; a
 # restore brings it back the same way.  A purge killed by a crash of the
 # primary (kill -9 of the postmaster while the purge waits in the middle of
-# its deletions) leaves the subject exactly as it was; purging it again completes
-# it, and the standby follows.
+# its deletions) leaves the subject exactly as it was; purging it again
+# completes it, and the standby follows.
 use strict;
 use warnings;
 
