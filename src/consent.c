@@ -5,7 +5,7 @@
  * Whether the declared purpose (gdprcrm.purpose) may process a subject's
  * rows follows from the purpose (gdprcrm.purposes: its lawful basis, its
  * bit, whether it is allowed under restriction) and the subject's state:
- * consent, objections, restriction, erasure (subject_state.c, which keeps
+ * consent, objections, restriction, trash, erasure (subject_state.c, which keeps
  * this backend's copy of every state up to date).  This module keeps the
  * purposes by name and decides.
  *
@@ -285,18 +285,19 @@ current_purpose(void)
 
 /*
  * decide
- *	  The rule of the filter.  Objections (Art. 21) count against purposes
- *	  based on consent, legitimate interests or a public task; contract,
- *	  legal obligation and vital interests are lawful whatever the
- *	  subject objects to, but not under restriction (Art. 18) unless the
- *	  purpose is allowed under it.
+ *	  The rule of the filter.  A subject in the trash or erased is lawful
+ *	  for no purpose.  Objections (Art. 21) count against purposes based on
+ *	  consent, legitimate interests or a public task; contract, legal
+ *	  obligation and vital interests are lawful whatever the subject
+ *	  objects to, but not under restriction (Art. 18) unless the purpose is
+ *	  allowed under it.
  */
 static bool
 decide(const Purpose *p, const SubjectState *s)
 {
 	if (s == NULL)
 		return p->basis != BASIS_CONSENT;
-	if (s->erased)
+	if (s->erased || s->trashed)
 		return false;
 	if (s->restricted && !p->allowed_when_restricted)
 		return false;

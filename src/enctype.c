@@ -279,8 +279,8 @@ seal(int64 subject, EnvelopeKind kind, const char *plain, size_t len,
  *	  Decrypt value into a new buffer of prefix + plaintext + suffix bytes
  *	  (plaintext at offset prefix), returned in *buf with the plaintext
  *	  length in *len.  With expected_subject, the value must belong to that
- *	  subject.  Returns false for a value of an erased subject (or raises,
- *	  under gdprcrm.strict_erasure).  Any other failure raises
+ *	  subject.  Returns false for a value of an erased or trashed subject
+ *	  (or raises, under gdprcrm.strict_erasure).  Any other failure raises
  *	  ERRCODE_DATA_CORRUPTED with a message that names no value or subject.
  */
 static bool
@@ -318,6 +318,18 @@ open_envelope(bytea *value, EnvelopeKind kind, text *context,
 					(errcode(ERRCODE_NO_DATA_FOUND),
 					 errmsg("value of type %s belongs to an erased subject", kind_type_name(kind)),
 					 errdetail("The subject's data key was destroyed; the value can never be decrypted."),
+					 errhint("Set gdprcrm.strict_erasure to off to read such values as NULL.")));
+		return false;
+	}
+	if (key == NULL)
+	{
+		/* In the trash: withheld from a role that is not a superuser. */
+		pfree(out);
+		if (gdprcrm_strict_erasure)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("value of type %s belongs to a subject in the trash", kind_type_name(kind)),
+					 errdetail("Until the subject is restored, only a superuser decrypts its values."),
 					 errhint("Set gdprcrm.strict_erasure to off to read such values as NULL.")));
 		return false;
 	}

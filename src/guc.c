@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "miscadmin.h"
+#include "datatype/timestamp.h"
 #include "utils/guc.h"
 
 #include "compat.h"
@@ -69,6 +70,18 @@ int			gdprcrm_key_cache_size = 131072;
  * such a value raises an error instead.
  */
 bool		gdprcrm_strict_erasure = false;
+
+/*
+ * gdprcrm.trash_retention (superuser, default 30 days).
+ *
+ * How long a subject moved to the trash by gdprcrm.erase_subject() stays
+ * restorable: gdprcrm.restore_subject() refuses once it has been in the
+ * trash longer, and gdprcrm.expired_trash() lists it for purging.  An
+ * integer of seconds with time units ('30d', '12h'), read by the erasure
+ * functions in SQL as an interval.  Superuser only: an application that
+ * lengthened it for its own session could restore what should be gone.
+ */
+int			gdprcrm_trash_retention = 30 * SECS_PER_DAY;
 
 /*
  * gdprcrm.special_category_keys (superuser, default: the GDPR Art. 9 and 10
@@ -155,6 +168,18 @@ guc_init(void)
 							 PGC_USERSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("gdprcrm.trash_retention",
+							"How long a subject erased to the trash stays restorable.",
+							"gdprcrm.restore_subject() refuses a subject in the trash for longer; "
+							"gdprcrm.expired_trash() lists it for purging.",
+							&gdprcrm_trash_retention,
+							30 * SECS_PER_DAY,
+							0,
+							INT_MAX,
+							PGC_SUSET,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("gdprcrm.purpose",
 							   "Purpose of processing declared by this session or transaction.",

@@ -23,6 +23,9 @@ extern int	gdprcrm_key_cache_size;
 /* Raise, rather than return NULL, for values of erased subjects. */
 extern bool gdprcrm_strict_erasure;
 
+/* Seconds a subject in the trash stays restorable (read in SQL). */
+extern int	gdprcrm_trash_retention;
+
 /* Comma-separated terms naming special categories of personal data. */
 extern char *gdprcrm_special_category_keys;
 

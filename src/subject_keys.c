@@ -25,6 +25,16 @@
  * destruction has committed, no statement anywhere decrypts with the old
  * key.  Erasures are rare; a full flush keeps this exact and simple.
  *
+ * Trash: a subject in the trash keeps its key, but a role that is not a
+ * superuser neither encrypts nor decrypts with it (decrypting reads NULL,
+ * as for an erased subject) until the subject is restored.  Whether it is
+ * in the trash is read from this backend's copy of the subjects' states
+ * (subject_state.c), brought up to date at each use of a key, so a trash
+ * or restore committed anywhere counts from the next value on, at the cost
+ * of a few atomic reads and one hash probe, never a query of its own.
+ * Superusers, and so the SECURITY DEFINER functions that export, restore
+ * and purge a subject, still reach the key.
+ *
  * Reach: a role that is not a superuser uses the key of a subject only when
  * the subject is a person of a project whose team includes it (team.c).
  * For such a role the person's project is read with the key row, in the
@@ -689,11 +699,31 @@ find(int64 subject, bool create)
 }
 
 /*
+ * withheld_in_trash
+ *	  Whether subject is in the trash and the current role is not a
+ *	  superuser, so that its key is withheld (see the file header).  Asked
+ *	  after find(), so that a subject out of the role's reach gets deny()'s
+ *	  answer whatever its state.  Reads no key table and leaves the cache
+ *	  and last_used alone.
+ */
+static bool
+withheld_in_trash(int64 subject)
+{
+	const SubjectState *state;
+
+	if (superuser())
+		return false;
+	state = subject_state_current(subject);
+	return state != NULL && state->trashed;
+}
+
+/*
  * subject_keys_for_encrypt
  *	  The data key to encrypt a new value of subject with, created on first
  *	  use; its version in *version.  The key lives in the backend cache and
  *	  stays valid until the next call into this module.  Errors for an
- *	  erased subject.
+ *	  erased subject, and for a subject in the trash unless the role is a
+ *	  superuser.
  */
 const unsigned char *
 subject_keys_for_encrypt(int64 subject, uint32 *version)
@@ -704,14 +734,21 @@ subject_keys_for_encrypt(int64 subject, uint32 *version)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("cannot encrypt a value for an erased subject"),
 				 errdetail("The subject's data key was destroyed.")));
+	if (withheld_in_trash(subject))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot encrypt a value for a subject in the trash"),
+				 errhint("Restore the subject with gdprcrm.restore_subject() first.")));
 	*version = last_used.version;
 	return slot_key(last_used.slot);
 }
 
 /*
  * subject_keys_for_decrypt
- *	  The data key of subject at version, or NULL with *erased set when it
- *	  was destroyed.  Same lifetime as subject_keys_for_encrypt's result.
+ *	  The data key of subject at version; NULL with *erased set when it was
+ *	  destroyed, NULL with *erased clear when the subject is in the trash
+ *	  and the role is not a superuser.  Same lifetime as
+ *	  subject_keys_for_encrypt's result.
  */
 const unsigned char *
 subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
@@ -719,6 +756,8 @@ subject_keys_for_decrypt(int64 subject, uint32 version, bool *erased)
 	find(subject, false);
 	*erased = last_used.destroyed;
 	if (last_used.destroyed)
+		return NULL;
+	if (withheld_in_trash(subject))
 		return NULL;
 	if (last_used.version != version)
 		ereport(ERROR,

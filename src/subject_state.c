@@ -5,16 +5,19 @@
  *
  * gdprcrm.subject_state holds, for every subject that has any, one consent
  * bit and one objection bit per purpose, whether processing is restricted
- * (Art. 18), and when the subject was erased.  The consent and restriction
- * ledgers (SQL) write the first three; shredding a subject's key
- * (subject_keys.c) records the erasure here.  A subject without a row has
- * given no consent, made no objection, and is neither restricted nor
- * erased.
+ * (Art. 18), since when the subject is in the trash (and its project), and
+ * when it was erased.  The consent and restriction ledgers (SQL) write the
+ * first three; the erasure functions (SQL, src/sql/erasure.sql) the trash;
+ * shredding a subject's key (subject_keys.c) records the erasure here.  A
+ * subject without a row has given no consent, made no objection, and is
+ * neither restricted, trashed nor erased.
  *
  * Row filters decide on every row and must not run a query, so each
  * backend keeps a copy of every state in an open-addressing hash table,
  * read through subject_state_get and subject_state_next (consent.c builds
- * its per-purpose decisions from it).
+ * its per-purpose decisions from it), or subject_state_current, which
+ * catches up first (the key cache and the erasure checks of the write
+ * functions ask it whether a subject is in the trash).
  *
  * Invalidation: whatever changes a subject's state calls
  * subject_state_publish() (from SQL, publish_state_change()); when the
@@ -28,7 +31,9 @@
  * afterwards decides on it, and the cost of a change is one indexed fetch
  * per backend that filters.  The subjects changed by the current
  * transaction are fetched again at this backend's next decision, so that
- * it reads its own writes.
+ * it reads its own writes.  Whoever catches up, the subjects read again
+ * are kept for consent.c, which learns of them at its next
+ * subject_state_catch_up and brings its decisions in line.
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -49,6 +54,12 @@
 #include "subject_state.h"
 
 #define STATE_TABLE GDPRCRM_SCHEMA ".subject_state"
+
+/* What set_state reads of a state, in its order. */
+#define STATE_QUERY \
+	"SELECT subject, consented, objected, restricted, erased_at IS NOT NULL," \
+	" trashed_at IS NOT NULL, COALESCE(project_id, 0)" \
+	" FROM " STATE_TABLE
 
 typedef struct StateEntry
 {
@@ -88,6 +99,18 @@ static int	pending_count = 0;
 static int	pending_size = 0;
 static int	pending_refreshed = 0;	/* pending[0 .. n-1] already refreshed */
 
+/*
+ * Subjects read again since consent.c last asked (subject_state_catch_up),
+ * or that everything was: a catch-up on behalf of subject_state_current
+ * must not hide a change from the decisions built on the copy.  Past
+ * MAX_UNREPORTED subjects, the list gives way to "everything".
+ */
+#define MAX_UNREPORTED 65536
+static bool unreported_reload = false;
+static int64 *unreported = NULL;
+static int	unreported_count = 0;
+static int	unreported_size = 0;
+
 static SPIPlanPtr erasure_plan = NULL;
 
 /* Copy one row of the state query into the table, unless it is the default. */
@@ -104,9 +127,12 @@ set_state(HeapTuple row, TupleDesc desc)
 	s.objected = (uint64) DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
 	s.restricted = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull));
 	s.erased = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
+	s.trashed = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+	s.project = DatumGetInt64(SPI_getbinval(row, desc, 7, &isnull));
 
 	/* Changed subjects were deleted first; a default state needs no entry. */
-	if (s.consented == 0 && s.objected == 0 && !s.restricted && !s.erased)
+	if (s.consented == 0 && s.objected == 0 && !s.restricted && !s.erased &&
+		!s.trashed)
 		return;
 	entry = statecache_insert(states, s.subject, &found);
 	entry->state = s;
@@ -123,12 +149,8 @@ set_state(HeapTuple row, TupleDesc desc)
 static void
 read_states(const int64 *subjects, int count)
 {
-	static const char *const all_sql =
-		"SELECT subject, consented, objected, restricted, erased_at IS NOT NULL"
-		" FROM " STATE_TABLE;
-	static const char *const some_sql =
-		"SELECT subject, consented, objected, restricted, erased_at IS NOT NULL"
-		" FROM " STATE_TABLE
+	static const char *const all_sql = STATE_QUERY;
+	static const char *const some_sql = STATE_QUERY
 		" WHERE subject OPERATOR(pg_catalog.=) ANY ($1)";
 	Oid			types[1] = {INT8ARRAYOID};
 	Datum		values[1];
@@ -181,18 +203,45 @@ full_load(uint64 seq)
 		statecache_reset(states);
 	loaded = false;
 	max_state_subject = -1;
+	unreported_reload = true;
+	unreported_count = 0;
 	read_states(NULL, 0);
 	seen_seq = seq;
 	loaded = true;
 }
 
+/* Keep subjects read again for consent.c's next subject_state_catch_up. */
+static void
+note_unreported(const int64 *subjects, int count)
+{
+	if (unreported_reload)
+		return;
+	if (unreported_count + count > MAX_UNREPORTED)
+	{
+		unreported_reload = true;
+		unreported_count = 0;
+		return;
+	}
+	if (unreported_count + count > unreported_size)
+	{
+		int			size = Max(Max(unreported_size * 2, 64), unreported_count + count);
+
+		unreported = unreported == NULL ?
+			MemoryContextAlloc(TopMemoryContext, size * sizeof(int64)) :
+			repalloc(unreported, size * sizeof(int64));
+		unreported_size = size;
+	}
+	memcpy(unreported + unreported_count, subjects, count * sizeof(int64));
+	unreported_count += count;
+}
+
 /*
  * refresh
- *	  Fetch again the state of the given subjects, and add them to what
- *	  changes tells the caller.
+ *	  Fetch again the state of the given subjects, and keep them for
+ *	  consent.c (note_unreported).
  */
 static void
-refresh(const int64 *subjects, int count, SubjectStateChanges *changes)
+refresh(const int64 *subjects, int count)
 {
 	if (count == 0)
 		return;
@@ -200,12 +249,7 @@ refresh(const int64 *subjects, int count, SubjectStateChanges *changes)
 		if (subjects[i] != SUBJECT_STATE_PURPOSES)
 			statecache_delete(states, subjects[i]);
 	read_states(subjects, count);
-
-	changes->subjects = changes->subjects == NULL ?
-		palloc(count * sizeof(int64)) :
-		repalloc(changes->subjects, (changes->count + count) * sizeof(int64));
-	memcpy(changes->subjects + changes->count, subjects, count * sizeof(int64));
-	changes->count += count;
+	note_unreported(subjects, count);
 }
 
 /*
@@ -215,7 +259,7 @@ refresh(const int64 *subjects, int count, SubjectStateChanges *changes)
  *	  or all subjects were announced at once): then everything must be read.
  */
 static bool
-refresh_published(uint64 seq, SubjectStateChanges *changes)
+refresh_published(uint64 seq)
 {
 	int			count;
 	int64	   *changed = shmem_state_changes(seen_seq, seq, MyDatabaseId, &count);
@@ -230,30 +274,27 @@ refresh_published(uint64 seq, SubjectStateChanges *changes)
 			return false;
 		}
 	}
-	refresh(changed, count, changes);
+	refresh(changed, count);
 	pfree(changed);
 	seen_seq = seq;
 	return true;
 }
 
 /*
- * subject_state_catch_up
+ * catch_up
  *	  Bring this backend's copy up to the last committed change, and to
- *	  this transaction's own changes, and say in *changes what was read
- *	  again (its subjects palloc'd in the caller's context).  Costs a few
- *	  atomic reads when nothing changed.  The sequence is read before
- *	  anything is fetched, so a change committed meanwhile is fetched again
- *	  next time rather than missed; an error part way leaves everything to
- *	  be read again next time.  Errors without shared memory.
+ *	  this transaction's own changes, noting what was read again for
+ *	  consent.c.  Costs a few atomic reads when nothing changed.  The
+ *	  sequence is read before anything is fetched, so a change committed
+ *	  meanwhile is fetched again next time rather than missed; an error
+ *	  part way leaves everything to be read again next time.  Errors
+ *	  without shared memory.
  */
-void
-subject_state_catch_up(SubjectStateChanges *changes)
+static void
+catch_up(void)
 {
 	uint64		seq;
 
-	changes->reloaded = false;
-	changes->count = 0;
-	changes->subjects = NULL;
 	if (!shmem_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -270,21 +311,55 @@ subject_state_catch_up(SubjectStateChanges *changes)
 	{
 		loaded = false;
 		if (pending_refreshed < pending_count)
-			refresh(pending + pending_refreshed, pending_count - pending_refreshed,
-					changes);
+			refresh(pending + pending_refreshed, pending_count - pending_refreshed);
 		pending_refreshed = pending_count;
-		loaded = seq == seen_seq || refresh_published(seq, changes);
+		loaded = seq == seen_seq || refresh_published(seq);
 	}
 	if (!loaded)
 	{
-		if (changes->subjects != NULL)
-			pfree(changes->subjects);
-		changes->subjects = NULL;
-		changes->count = 0;
 		full_load(seq);
 		pending_refreshed = pending_count;
-		changes->reloaded = true;
 	}
+}
+
+/*
+ * subject_state_catch_up
+ *	  Bring this backend's copy up to date (catch_up), and say in *changes
+ *	  what was read again since the last call, by this call or by
+ *	  subject_state_current in between (its subjects palloc'd in the
+ *	  caller's context).  For consent.c, the one keeper of decisions built
+ *	  on the copy.
+ */
+void
+subject_state_catch_up(SubjectStateChanges *changes)
+{
+	catch_up();
+	changes->reloaded = unreported_reload;
+	changes->count = 0;
+	changes->subjects = NULL;
+	if (!unreported_reload && unreported_count > 0)
+	{
+		changes->subjects = palloc(unreported_count * sizeof(int64));
+		memcpy(changes->subjects, unreported, unreported_count * sizeof(int64));
+		changes->count = unreported_count;
+	}
+	unreported_reload = false;
+	unreported_count = 0;
+}
+
+/*
+ * subject_state_current
+ *	  subject's state as of the last committed change and this
+ *	  transaction's own (NULL for the default state): catches up first, so
+ *	  one call costs a few atomic reads and a hash probe when nothing
+ *	  changed.  Valid until the next catch-up.  Errors without shared
+ *	  memory, like the row filters.
+ */
+const SubjectState *
+subject_state_current(int64 subject)
+{
+	catch_up();
+	return subject_state_get(subject);
 }
 
 /*

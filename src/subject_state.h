@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * subject_state.h
  *	  The state of each data subject: consent, objections, restriction,
- *	  erasure; this backend's copy of it, and the announcement of changes
+ *	  trash, erasure; this backend's copy of it, and the announcement of changes
  *	  to every backend (subject_state.c).
  *-------------------------------------------------------------------------
  */
@@ -10,7 +10,7 @@
 
 /*
  * One subject's state.  A subject without one has given no consent, made
- * no objection, and is neither restricted nor erased.
+ * no objection, and is neither restricted, trashed nor erased.
  */
 typedef struct SubjectState
 {
@@ -19,6 +19,8 @@ typedef struct SubjectState
 	uint64		objected;		/* one bit per purpose (Art. 21) */
 	bool		restricted;		/* restriction of processing (Art. 18) */
 	bool		erased;
+	bool		trashed;		/* in the trash, or purged (then erased too) */
+	int64		project;		/* recorded with the trash; 0: not known */
 } SubjectState;
 
 /*
@@ -38,6 +40,7 @@ typedef struct SubjectStateChanges
 extern void subject_state_init(void);
 extern void subject_state_catch_up(SubjectStateChanges *changes);
 extern const SubjectState *subject_state_get(int64 subject);
+extern const SubjectState *subject_state_current(int64 subject);
 extern const SubjectState *subject_state_next(uint32 *position);
 extern uint32 subject_state_count(void);
 extern int64 subject_state_max_subject(void);

@@ -25,8 +25,10 @@ COMMENT ON TABLE @extschema@.purposes IS
     'Purposes of processing, each with its lawful basis (GDPR Art. 6)';
 
 /*
- * The consent ledger: append-only.  Rows are never updated, and deleted
- * only once their subject is erased (its data key destroyed).  The consent
+ * The consent ledger: append-only.  Rows are changed only once their
+ * subject is erased (its data key destroyed): deleted, or reduced by a
+ * purge to what proves the consent and its end (source, method and
+ * evidence cleared).  The consent
  * and restriction ledgers carry the project of their subject, so that they
  * are filtered by team like the CRM tables.  A person's project never
  * changes, so the copy never goes stale.
@@ -70,14 +72,29 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.purposes', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.consent_events', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.restriction_events', '');
 
-/* Whether a subject is erased is read from subject_state.erased_at. */
+/*
+ * Whether a subject is erased is read from subject_state.erased_at.  Of an
+ * erased subject's rows, an update may only clear the columns that hold
+ * more than the proof needs: source, method and evidence of a consent
+ * event, the reason of a restriction event.
+ */
 CREATE FUNCTION @extschema@.protect_ledger_rows() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_reducible text[] := CASE TG_TABLE_NAME WHEN 'consent_events' THEN '{source,method,evidence}'::text[]
+                                             ELSE '{reason}'::text[] END;
 BEGIN
-    IF TG_OP = 'DELETE' AND EXISTS (
-        SELECT 1 FROM @extschema@.subject_state s
-        WHERE s.subject = OLD.subject AND s.erased_at IS NOT NULL) THEN
-        RETURN OLD;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        IF EXISTS (SELECT 1 FROM @extschema@.subject_state s
+                   WHERE s.subject = OLD.subject AND s.erased_at IS NOT NULL) THEN
+            IF TG_OP = 'DELETE' THEN
+                RETURN OLD;
+            END IF;
+            IF pg_catalog.to_jsonb(NEW) - v_reducible = pg_catalog.to_jsonb(OLD) - v_reducible
+               AND NOT pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(NEW)) ?| v_reducible THEN
+                RETURN NEW;
+            END IF;
+        END IF;
     END IF;
     RAISE EXCEPTION 'the % ledger is append-only', TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege',
@@ -194,6 +211,12 @@ BEGIN
         RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
+    IF v_project IS NULL THEN
+        -- A purged person's project stays with its state (erasure.sql):
+        -- the ledger functions then refuse it as erased.
+        SELECT s.project_id INTO v_project FROM @extschema@.subject_state s
+        WHERE s.subject = require_subject_access.subject;
+    END IF;
     IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
         -- Only existing people: recording for an unknown id would pre-set
         -- the state of whoever is created with it later, in any project.
@@ -244,6 +267,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
                AND s.erased_at IS NOT NULL) THEN
         RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
+               AND s.trashed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject is in the trash' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Restore it with gdprcrm.restore_subject() to record data about it again.';
     END IF;
 
     INSERT INTO @extschema@.consent_events (subject, project_id, purpose, action, captured_at, recorded_by,
@@ -324,6 +352,11 @@ BEGIN
                AND s.erased_at IS NOT NULL) THEN
         RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject
+               AND s.trashed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject is in the trash' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Restore it with gdprcrm.restore_subject() to record data about it again.';
+    END IF;
     INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
     SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
            @extschema@.calling_role()
@@ -403,6 +436,9 @@ BEGIN
     SELECT * INTO s FROM @extschema@.subject_state x WHERE x.subject = explain_access.subject;
     IF s.erased_at IS NOT NULL THEN
         RETURN 'hidden: the subject was erased';
+    END IF;
+    IF s.trashed_at IS NOT NULL THEN
+        RETURN 'hidden: the subject is in the trash';
     END IF;
     IF coalesce(s.restricted, false) AND NOT p.allowed_when_restricted THEN
         RETURN 'hidden: processing of the subject is restricted and "' || p.name || '" is not allowed under restriction';

@@ -52,6 +52,9 @@ RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM @extschema@.require_project_member(project);
+    -- Nothing moves to or from a person in the trash or purged (erasure.sql).
+    PERFORM @extschema@.require_not_erased(project, from_person);
+    PERFORM @extschema@.require_not_erased(project, into_person);
     IF from_person = into_person THEN
         RETURN;
     END IF;
@@ -131,6 +134,13 @@ COMMENT ON FUNCTION @extschema@.merge_people(bigint, bigint, bigint) IS
  * A known person is locked before a new identifier is claimed for it, so
  * that two sessions changing one person's email serialise.  A call that
  * changes nothing writes nothing.
+ *
+ * Erasure (erasure.sql): an identifier of a person in the trash, and an
+ * identifier that is not taken but suppressed by a purge, make identify()
+ * return NULL and write nothing.  Whether a person is in the trash is read
+ * from the backend's copy of the subjects' states (in_trash, no query);
+ * the suppression list is probed by its whole key, and only for an
+ * identifier that would be claimed.
  */
 CREATE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
                                      email text DEFAULT NULL, traits jsonb DEFAULT '{}')
@@ -173,6 +183,17 @@ BEGIN
         IF v_email_key IS NOT NULL THEN
             SELECT i.person_id INTO v_by_email FROM @extschema@.person_identities i
             WHERE i.project_id = project AND i.kind = 'email' AND i.key = v_email_key;
+        END IF;
+        IF @extschema@.in_trash(v_by_ext) OR @extschema@.in_trash(v_by_email) THEN
+            RETURN NULL;
+        END IF;
+        IF (v_ext_key IS NOT NULL AND v_by_ext IS NULL) OR (v_email_key IS NOT NULL AND v_by_email IS NULL) THEN
+            IF v_by_ext IS NULL AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = project AND s.kind = 'external_id' AND s.key = v_ext_key)
+               OR v_by_email IS NULL AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = project AND s.kind = 'email' AND s.key = v_email_key) THEN
+                RETURN NULL;
+            END IF;
         END IF;
 
         IF v_by_ext IS NULL AND v_by_email IS NULL THEN
@@ -310,6 +331,10 @@ COMMENT ON FUNCTION @extschema@.identify(bigint, text, text, jsonb) IS
  * first, they are made again without failing on a conflict, and the new
  * people that lost one are withdrawn (row, claims, data key) and
  * identified one by one like the rest.
+ *
+ * Erasure (erasure.sql): an element naming a person in the trash, or an
+ * identifier that is not taken but suppressed by a purge, gets no person
+ * (NULL) and changes nothing, as identify() would return NULL for it.
  */
 CREATE FUNCTION @extschema@.import_people(project bigint, people jsonb)
 RETURNS TABLE (ordinality bigint, person_id bigint)
@@ -326,7 +351,8 @@ DECLARE
     v_by_ext bigint[];
     v_by_email bigint[];
     v_found boolean;
-    v_class "char"[];       -- n: new person, m: matches one person, s: one by one
+    v_skip boolean[];
+    v_class "char"[];       -- n: new person, m: matches one person, s: one by one, x: none (erased)
     v_person bigint[];
     v_lost bigint[];
     v_seq_ord bigint[] := '{}';
@@ -426,6 +452,27 @@ BEGIN
           FROM unnest(v_ext_key, v_email_key) AS k (ext_key, email_key)
           OFFSET 0) AS l;
 
+    -- Elements naming a person in the trash, or an identifier suppressed
+    -- by a purge: looked for only when a person was found or the project
+    -- has suppressed identifiers at all.
+    IF v_found OR EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                          WHERE s.project_id = import_people.project) THEN
+        SELECT array_agg(coalesce(@extschema@.in_trash(k.by_ext), false)
+                         OR coalesce(@extschema@.in_trash(k.by_email), false)
+                         OR k.ext_key IS NOT NULL AND k.by_ext IS NULL
+                            AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                                        WHERE s.project_id = import_people.project
+                                          AND s.kind = 'external_id' AND s.key = k.ext_key)
+                         OR k.email_key IS NOT NULL AND k.by_email IS NULL
+                            AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                                        WHERE s.project_id = import_people.project
+                                          AND s.kind = 'email' AND s.key = k.email_key)
+                         ORDER BY k.n)
+        INTO v_skip
+        FROM unnest(v_ext_key, v_email_key, v_by_ext, v_by_email) WITH ORDINALITY
+             AS k (ext_key, email_key, by_ext, by_email, n);
+    END IF;
+
     IF NOT v_found
        AND NOT EXISTS (SELECT 1 FROM unnest(v_ext_key) AS k (key) WHERE k.key IS NOT NULL
                        GROUP BY k.key HAVING count(*) > 1)
@@ -464,6 +511,15 @@ BEGIN
                                       WHEN 'm' THEN coalesce(c.by_ext, c.by_email) END ORDER BY c.ord)
         INTO v_class, v_person
         FROM (SELECT * FROM c ORDER BY c.ord) AS c;  -- new ids in the order of the elements
+    END IF;
+    -- The elements to leave alone get no person.  An element that shares
+    -- an identifier with one of them goes one by one (class s) all the
+    -- same, through identify(), which decides as for any other.
+    IF true = ANY (v_skip) THEN
+        SELECT array_agg(CASE WHEN x.skip THEN 'x' ELSE x.class END ORDER BY x.n),
+               array_agg(CASE WHEN x.skip THEN NULL ELSE x.person END ORDER BY x.n)
+        INTO v_class, v_person
+        FROM unnest(v_class, v_person, v_skip) WITH ORDINALITY AS x (class, person, skip, n);
     END IF;
 
     -- Known people first: like identify(), a person is locked before any
@@ -623,6 +679,7 @@ BEGIN
     IF coalesce(event, '') = '' THEN
         RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM @extschema@.require_not_erased(project, person);
     INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, properties)
     VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'custom', event, coalesce(properties, '{}'));
     PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
@@ -639,6 +696,7 @@ BEGIN
     IF coalesce(url, '') = '' THEN
         RAISE EXCEPTION 'page view url must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM @extschema@.require_not_erased(project, person);
     INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, url, path,
                                     referrer, title, properties)
     VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'page_view', 'page_view', url,
@@ -662,6 +720,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_id bigint := pg_catalog.nextval('@extschema@.messages_id_seq');
 BEGIN
+    PERFORM @extschema@.require_not_erased(project, person);
     INSERT INTO @extschema@.messages (id, project_id, person_id, direction, channel, subject, body, sent_at)
     VALUES (v_id, project, person, direction, channel,
             @extschema@.encrypt(person, subject, 'crm.messages.subject'),
@@ -679,6 +738,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_id bigint := pg_catalog.nextval('@extschema@.enrichments_id_seq');
 BEGIN
+    PERFORM @extschema@.require_not_erased(project, person);
     INSERT INTO @extschema@.enrichments (id, project_id, person_id, source, field, value, fetched_at)
     VALUES (v_id, project, person, source, field, value, coalesce(fetched_at, pg_catalog.now()));
     RETURN v_id;

@@ -180,8 +180,9 @@ CREATE EVENT TRIGGER gdprcrm_forget_dropped_tables ON sql_drop
 /*
  * Who may act on a subject's rights: superusers, and members of
  * gdprcrm_admin in the team of the subject's project.  Returns the
- * project (NULL for a superuser and a subject that is no person).  An
- * unknown subject and another project's subject get the same error.
+ * project (NULL for a superuser and a subject that is no person and was
+ * never trashed or purged as one).  An unknown subject and another
+ * project's subject get the same error.
  */
 CREATE FUNCTION @extschema@.require_subject_admin(subject bigint) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -193,6 +194,11 @@ BEGIN
         RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
+    IF v_project IS NULL THEN
+        -- A purged subject's project stays with its state (erasure.sql).
+        SELECT s.project_id INTO v_project FROM @extschema@.subject_state s
+        WHERE s.subject = require_subject_admin.subject;
+    END IF;
     IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
         RETURN v_project;
     END IF;
@@ -261,7 +267,8 @@ REVOKE ALL ON FUNCTION @extschema@.log_right(bigint, bigint, text, text, text) F
 /*
  * A requester's subject ids, by email and/or external id, in every project
  * whose team the caller administers (every project for a superuser):
- * through the blind indexes of person_identities, nothing decrypted.
+ * through the blind indexes of person_identities and of the suppression
+ * list, nothing decrypted.
  */
 CREATE FUNCTION @extschema@.find_subject(email text DEFAULT NULL, external_id text DEFAULT NULL)
 RETURNS TABLE (project_id bigint, subject bigint, matched_by text)
@@ -286,12 +293,20 @@ BEGIN
     IF external_id IS NOT NULL THEN
         v_ext_key := @extschema@.blind_index(external_id, 'external_id');
     END IF;
+    -- A purged requester is found through the suppression list
+    -- (erasure.sql), under the subject id it was purged as.
     RETURN QUERY
-        SELECT i.project_id, i.person_id, i.kind
-        FROM @extschema@.person_identities i
-        WHERE (i.kind = 'email' AND i.key = v_email_key OR i.kind = 'external_id' AND i.key = v_ext_key)
-          AND (v_super OR @extschema@.caller_in_team(i.project_id))
-        ORDER BY i.project_id, i.person_id, i.kind;
+        SELECT x.project_id, x.person_id, x.kind
+        FROM (SELECT i.project_id, i.person_id, i.kind
+              FROM @extschema@.person_identities i
+              WHERE (i.kind = 'email' AND i.key = v_email_key OR i.kind = 'external_id' AND i.key = v_ext_key)
+                AND (v_super OR @extschema@.caller_in_team(i.project_id))
+              UNION ALL
+              SELECT s.project_id, s.subject, 'suppressed ' || s.kind
+              FROM @extschema@.suppressed_identifiers s
+              WHERE (s.kind = 'email' AND s.key = v_email_key OR s.kind = 'external_id' AND s.key = v_ext_key)
+                AND (v_super OR @extschema@.caller_in_team(s.project_id))) AS x
+        ORDER BY x.project_id, x.person_id, x.kind;
 END $$;
 COMMENT ON FUNCTION @extschema@.find_subject(text, text) IS
     'Subject ids of a requester by email and/or external id, in the projects the caller administers';

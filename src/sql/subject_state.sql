@@ -1,7 +1,7 @@
 /*
  * subject_state: what is known of each subject now (consent, objections,
- * restriction of processing, erasure), the lock that serialises changes of
- * one subject, and the announcement of a change to every backend.
+ * restriction of processing, trash, erasure), the lock that serialises
+ * changes of one subject, and the announcement of a change to every backend.
  */
 
 /*
@@ -9,7 +9,10 @@
  * reads.  Every change of a subject's state takes its row lock first
  * (lock_subject_state), so concurrent changes of one subject serialise
  * and the last commit wins.  The consent ledger functions write consent,
- * objections and restriction; erasure writes erased_at.
+ * objections and restriction; erasure writes erased_at; the erasure
+ * concern writes trashed_at, project_id and purged_at.  project_id is the
+ * subject's project, recorded when it goes to the trash or is purged, so
+ * that who may act on it is still known once its person row is gone.
  */
 CREATE TABLE @extschema@.subject_state (
     subject bigint PRIMARY KEY,
@@ -17,12 +20,24 @@ CREATE TABLE @extschema@.subject_state (
     objected bigint NOT NULL DEFAULT 0,
     restricted boolean NOT NULL DEFAULT false,
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    erased_at timestamptz
+    erased_at timestamptz,
+    trashed_at timestamptz,
+    project_id bigint,
+    purged_at timestamptz
 );
 COMMENT ON TABLE @extschema@.subject_state IS
     'Current consent (one bit per purpose), objections, restriction and erasure of each subject';
 COMMENT ON COLUMN @extschema@.subject_state.erased_at IS
     'When the subject was erased (its data key destroyed); NULL unless it was';
+COMMENT ON COLUMN @extschema@.subject_state.trashed_at IS
+    'Since when the subject is in the trash (hidden from every purpose, restorable); NULL unless it is';
+COMMENT ON COLUMN @extschema@.subject_state.project_id IS
+    'The subject''s project, recorded when it went to the trash or was purged';
+COMMENT ON COLUMN @extschema@.subject_state.purged_at IS
+    'When the subject was purged (its rows deleted, key destroyed, identifiers suppressed)';
+/* What waits in the trash, for the listing of expired trash. */
+CREATE INDEX subject_state_trash ON @extschema@.subject_state (trashed_at)
+    WHERE trashed_at IS NOT NULL AND purged_at IS NULL;
 REVOKE ALL ON @extschema@.subject_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.subject_state', '');
 

@@ -340,3 +340,1436 @@ SELECT @extschema@.register_table('@extschema@.messages', 'person_id', 'communic
 SELECT @extschema@.register_table('@extschema@.enrichments', 'person_id', 'enrichment',
     'Public-profile data with its source and fetch time');
 
+/* ---- subject_state: the trash, the subject's project, the purge ---- */
+
+ALTER TABLE @extschema@.subject_state
+    ADD COLUMN trashed_at timestamptz,
+    ADD COLUMN project_id bigint,
+    ADD COLUMN purged_at timestamptz;
+COMMENT ON COLUMN @extschema@.subject_state.trashed_at IS
+    'Since when the subject is in the trash (hidden from every purpose, restorable); NULL unless it is';
+COMMENT ON COLUMN @extschema@.subject_state.project_id IS
+    'The subject''s project, recorded when it went to the trash or was purged';
+COMMENT ON COLUMN @extschema@.subject_state.purged_at IS
+    'When the subject was purged (its rows deleted, key destroyed, identifiers suppressed)';
+/* What waits in the trash, for the listing of expired trash. */
+CREATE INDEX subject_state_trash ON @extschema@.subject_state (trashed_at)
+    WHERE trashed_at IS NOT NULL AND purged_at IS NULL;
+
+/* ---- erasure (new concern: src/sql/erasure.sql) ---- */
+
+/*
+ * erasure: erasure in stages (trash, restore, purge), legal holds, and the
+ * suppression list that keeps a purged person from being created again.
+ *
+ * erase_subject() moves a subject to the trash: subject_state.trashed_at,
+ * announced like every change of a subject's state, hides it at once from
+ * every purpose (the row filter) and withholds its data key from every
+ * role but superusers (the key cache).  Nothing is deleted, and
+ * restore_subject() brings everything back until gdprcrm.trash_retention
+ * has passed.  purge_subject() deletes (or anonymises) its rows in every
+ * registered table, moves its identifiers to the suppression list as keyed
+ * hashes, destroys its data key and reduces its consent and restriction
+ * ledger rows to what proves the erasure.  A legal hold blocks erasure to
+ * the trash and the purge.
+ *
+ * Every stage takes the subject's state row lock (lock_subject_state),
+ * which consent changes, holds and key shredding take too: the stages of
+ * one subject serialise, and a purge that waited for another finds the
+ * subject purged and does nothing.  A purge is one transaction: a crash at
+ * any point of it leaves the subject as it was before, never half purged,
+ * and calling it again purges it.
+ */
+
+/* C side: the per-call checks, from each backend's copy of the states. */
+CREATE FUNCTION @extschema@.in_trash(subject bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'gdprcrm_in_trash' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.in_trash(bigint) IS
+    'Whether a subject is in the trash or was purged from it (for identify and import_people)';
+REVOKE ALL ON FUNCTION @extschema@.in_trash(bigint) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.require_not_erased(project bigint, subject bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'gdprcrm_require_not_erased' LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION @extschema@.require_not_erased(bigint, bigint) IS
+    'Raise when a person of the project is in the trash (55000) or purged (22023): for the write functions';
+REVOKE ALL ON FUNCTION @extschema@.require_not_erased(bigint, bigint) FROM PUBLIC;
+
+/*
+ * Legal holds (GDPR Art. 17(3)(e)): one row per hold, kept after its
+ * release.  At most one hold of a subject is current.  Rows are never
+ * deleted, and only their release is ever written after them.
+ */
+CREATE TABLE @extschema@.legal_hold_history (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    subject bigint NOT NULL,
+    project_id bigint,
+    reason text NOT NULL,
+    placed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    placed_by name NOT NULL,
+    released_at timestamptz,
+    released_by name,
+    PRIMARY KEY (subject, id),
+    CHECK ((released_at IS NULL) = (released_by IS NULL))
+);
+CREATE UNIQUE INDEX legal_hold_history_current ON @extschema@.legal_hold_history (subject)
+    WHERE released_at IS NULL;
+COMMENT ON TABLE @extschema@.legal_hold_history IS
+    'Legal holds placed on subjects and their release: a held subject can be neither erased nor purged';
+REVOKE ALL ON @extschema@.legal_hold_history FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.legal_hold_history', '');
+ALTER TABLE @extschema@.legal_hold_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.legal_hold_history FORCE ROW LEVEL SECURITY;
+CREATE POLICY team_only ON @extschema@.legal_hold_history USING (@extschema@.in_team(project_id));
+
+CREATE FUNCTION @extschema@.protect_legal_holds() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF OLD.released_at IS NULL AND NEW.released_at IS NOT NULL
+           AND (NEW.id, NEW.subject, NEW.project_id, NEW.reason, NEW.placed_at, NEW.placed_by)
+               IS NOT DISTINCT FROM (OLD.id, OLD.subject, OLD.project_id, OLD.reason, OLD.placed_at, OLD.placed_by) THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'legal holds are kept as they were placed' USING ERRCODE = 'insufficient_privilege',
+        HINT = 'Release a hold with gdprcrm.release_legal_hold().';
+END $$;
+COMMENT ON FUNCTION @extschema@.protect_legal_holds() IS
+    'Trigger keeping legal holds as placed: only their release is written';
+REVOKE ALL ON FUNCTION @extschema@.protect_legal_holds() FROM PUBLIC;
+CREATE TRIGGER kept BEFORE UPDATE OR DELETE ON @extschema@.legal_hold_history
+    FOR EACH ROW EXECUTE FUNCTION @extschema@.protect_legal_holds();
+CREATE TRIGGER kept_truncate BEFORE TRUNCATE ON @extschema@.legal_hold_history
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.protect_legal_holds();
+
+CREATE VIEW @extschema@.legal_holds WITH (security_barrier, security_invoker = true) AS
+    SELECT h.subject, h.project_id, h.reason, h.placed_at, h.placed_by, h.id AS hold_id
+    FROM @extschema@.legal_hold_history h
+    WHERE h.released_at IS NULL;
+COMMENT ON VIEW @extschema@.legal_holds IS
+    'Current legal holds: subjects that can be neither erased nor purged until released';
+REVOKE ALL ON @extschema@.legal_holds FROM PUBLIC;
+
+/*
+ * The suppression list: identifiers of purged people, per project, as the
+ * blind indexes person_identities keys them by (keyed hashes, never the
+ * value).  identify() and import_people() create nobody for them, and the
+ * triggers below refuse them in people and person_identities.  subject is
+ * the purged subject they came from, for the rights log.
+ */
+CREATE TABLE @extschema@.suppressed_identifiers (
+    project_id bigint NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('external_id', 'email')),
+    key bytea NOT NULL,
+    subject bigint NOT NULL,
+    suppressed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (project_id, kind, key)
+);
+COMMENT ON TABLE @extschema@.suppressed_identifiers IS
+    'Identifiers of purged people (blind indexes of email and external id) that are not identified again';
+REVOKE ALL ON @extschema@.suppressed_identifiers FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.suppressed_identifiers', '');
+ALTER TABLE @extschema@.suppressed_identifiers ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.suppressed_identifiers FORCE ROW LEVEL SECURITY;
+CREATE POLICY team_only ON @extschema@.suppressed_identifiers USING (@extschema@.in_team(project_id));
+
+/*
+ * A suppressed identifier written into people or person_identities by
+ * anyone, past identify(), is refused.  Inserts are checked once per
+ * statement over its new rows (import_people inserts thousands at once);
+ * updates row by row, and only where an identifier changes, so that the
+ * updates of last_seen_at by track() pay nothing.  SECURITY DEFINER: the
+ * writer need not read the list, nor hash external ids.
+ */
+CREATE FUNCTION @extschema@.refuse_suppressed_identifiers() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_LEVEL = 'STATEMENT' THEN
+        IF NOT EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers) THEN
+            RETURN NULL;
+        END IF;
+        IF TG_TABLE_NAME = 'people' THEN
+            IF NOT EXISTS (SELECT 1 FROM new_rows n JOIN @extschema@.suppressed_identifiers s
+                           ON s.project_id = n.project_id AND s.kind = 'email' AND s.key = n.email_bidx)
+               AND NOT EXISTS (SELECT 1 FROM new_rows n JOIN @extschema@.suppressed_identifiers s
+                               ON s.project_id = n.project_id AND s.kind = 'external_id'
+                              AND s.key = @extschema@.blind_index(n.external_id, 'external_id')
+                               WHERE n.external_id IS NOT NULL) THEN
+                RETURN NULL;
+            END IF;
+        ELSIF NOT EXISTS (SELECT 1 FROM new_rows n JOIN @extschema@.suppressed_identifiers s
+                          ON s.project_id = n.project_id AND s.kind = n.kind AND s.key = n.key) THEN
+            RETURN NULL;
+        END IF;
+    ELSIF TG_TABLE_NAME = 'people' THEN
+        IF NOT (NEW.email_bidx IS DISTINCT FROM OLD.email_bidx AND EXISTS (
+                    SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = NEW.project_id AND s.kind = 'email' AND s.key = NEW.email_bidx))
+           AND NOT (NEW.external_id IS DISTINCT FROM OLD.external_id AND NEW.external_id IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = NEW.project_id AND s.kind = 'external_id'
+                      AND s.key = @extschema@.blind_index(NEW.external_id, 'external_id'))) THEN
+            RETURN NEW;
+        END IF;
+    ELSIF NOT EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                      WHERE s.project_id = NEW.project_id AND s.kind = NEW.kind AND s.key = NEW.key) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'an email or external id of a purged person is suppressed in this project'
+        USING ERRCODE = 'check_violation',
+              DETAIL = 'The person was purged at their request; gdprcrm does not let them be created again.',
+              HINT = 'If the person comes back and asks, gdprcrm.unsuppress() lifts the suppression.';
+END $$;
+COMMENT ON FUNCTION @extschema@.refuse_suppressed_identifiers() IS
+    'Trigger refusing suppressed identifiers in people and person_identities';
+REVOKE ALL ON FUNCTION @extschema@.refuse_suppressed_identifiers() FROM PUBLIC;
+CREATE TRIGGER refuse_suppressed AFTER INSERT ON @extschema@.people
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_suppressed_identifiers();
+CREATE TRIGGER refuse_suppressed_update BEFORE UPDATE ON @extschema@.people
+    FOR EACH ROW WHEN (NEW.email_bidx IS DISTINCT FROM OLD.email_bidx OR NEW.external_id IS DISTINCT FROM OLD.external_id)
+    EXECUTE FUNCTION @extschema@.refuse_suppressed_identifiers();
+CREATE TRIGGER refuse_suppressed AFTER INSERT ON @extschema@.person_identities
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_suppressed_identifiers();
+CREATE TRIGGER refuse_suppressed_update BEFORE UPDATE ON @extschema@.person_identities
+    FOR EACH ROW WHEN (NEW.key IS DISTINCT FROM OLD.key OR NEW.kind IS DISTINCT FROM OLD.kind
+                       OR NEW.project_id IS DISTINCT FROM OLD.project_id)
+    EXECUTE FUNCTION @extschema@.refuse_suppressed_identifiers();
+
+/*
+ * The one answer for a held subject: names the hold (its id, when and by
+ * whom it was placed), never the subject.  SQLSTATE 55006 (object in use).
+ */
+CREATE FUNCTION @extschema@.refuse_held(subject bigint, stage text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_hold record;
+BEGIN
+    SELECT h.id, h.placed_at, h.placed_by INTO v_hold FROM @extschema@.legal_hold_history h
+    WHERE h.subject = refuse_held.subject AND h.released_at IS NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the subject is under legal hold %', v_hold.id
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = pg_catalog.format('Legal hold %s was placed at %s by %s; a held subject cannot be %s.',
+                                             v_hold.id, v_hold.placed_at, v_hold.placed_by, stage),
+                  HINT = 'Release the hold with gdprcrm.release_legal_hold() once it no longer applies.';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.refuse_held(bigint, text) IS
+    'Raise (55006) when the subject is under a legal hold, naming the hold';
+REVOKE ALL ON FUNCTION @extschema@.refuse_held(bigint, text) FROM PUBLIC;
+
+/*
+ * The trash retention, gdprcrm.trash_retention, as an interval.  The
+ * setting is seconds with time units, and shows in its largest exact unit
+ * ('30d', '90min'), which the interval input reads.
+ */
+CREATE FUNCTION @extschema@.trash_retention() RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.current_setting('gdprcrm.trash_retention')::interval
+$$;
+COMMENT ON FUNCTION @extschema@.trash_retention() IS
+    'gdprcrm.trash_retention as an interval: how long a subject in the trash stays restorable';
+
+/*
+ * erase_subject: move a subject to the trash.  True when this call did,
+ * false when the subject already was in the trash or purged.
+ */
+CREATE FUNCTION @extschema@.erase_subject(subject bigint, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_project bigint := @extschema@.require_subject_admin(subject);
+    v_state @extschema@.subject_state;
+BEGIN
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Subjects are erased by the id of their person in gdprcrm.people.';
+    END IF;
+    PERFORM @extschema@.lock_subject_state(subject);
+    SELECT * INTO v_state FROM @extschema@.subject_state s WHERE s.subject = erase_subject.subject;
+    IF v_state.trashed_at IS NOT NULL OR v_state.purged_at IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM @extschema@.refuse_held(subject, 'erased');
+    UPDATE @extschema@.subject_state s SET trashed_at = pg_catalog.now(), project_id = v_project,
+        updated_at = pg_catalog.now()
+    WHERE s.subject = erase_subject.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+    PERFORM @extschema@.log_right(subject, v_project, 'erase', 'trash', reason);
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION @extschema@.erase_subject(bigint, text) IS
+    'Move a subject to the trash: hidden from every purpose and role at once, restorable until gdprcrm.trash_retention has passed';
+
+/*
+ * restore_subject: take a subject out of the trash.  True when this call
+ * did, false when it was not in the trash.
+ */
+CREATE FUNCTION @extschema@.restore_subject(subject bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_project bigint := @extschema@.require_subject_admin(subject);
+    v_state @extschema@.subject_state;
+BEGIN
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.lock_subject_state(subject);
+    SELECT * INTO v_state FROM @extschema@.subject_state s WHERE s.subject = restore_subject.subject;
+    IF v_state.purged_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the subject was purged and cannot be restored'
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF v_state.erased_at IS NOT NULL THEN
+        RAISE EXCEPTION 'the subject was erased and cannot be restored'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its data key was destroyed.';
+    END IF;
+    IF v_state.trashed_at IS NULL THEN
+        RETURN false;
+    END IF;
+    IF v_state.trashed_at <= pg_catalog.now() - @extschema@.trash_retention() THEN
+        RAISE EXCEPTION 'the subject has been in the trash for longer than gdprcrm.trash_retention'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'It can only be purged now, with gdprcrm.purge_subject().';
+    END IF;
+    UPDATE @extschema@.subject_state s SET trashed_at = NULL, updated_at = pg_catalog.now()
+    WHERE s.subject = restore_subject.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+    PERFORM @extschema@.log_right(subject, v_project, 'restore', 'trash', NULL);
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION @extschema@.restore_subject(bigint) IS
+    'Take a subject out of the trash, until gdprcrm.trash_retention has passed';
+
+/*
+ * purge_subject: erase a subject for good, from the trash or at once.
+ * True when this call purged it, false when it already was purged.
+ *
+ * One transaction, in steps that each leave the next one's inputs in
+ * place: mark the subject trashed (hidden from everyone at commit); copy
+ * its identifiers to the suppression list while they are still there;
+ * delete or anonymise its rows in every registered table; destroy its data
+ * key, which records the erasure (and lets the ledger trigger accept the
+ * next step); reduce its ledger rows; mark it purged and log it.  A crash
+ * anywhere rolls all of it back.  People merged into the subject earlier
+ * (merge_people() leaves their row, emptied, with their external id) are
+ * purged with it.
+ *
+ * Tables are emptied application tables first, the CRM tables next and
+ * people last; a table whose rows another table still refers to through a
+ * foreign key is tried again after the others (each attempt in a
+ * subtransaction), so any order of dependencies between registered tables
+ * works.  An anonymised table must not refer to people through its subject
+ * column, or the person cannot be deleted.
+ *
+ * Locks: the person row first, then the subject's state, the order of
+ * identify() and merge_people(); holding the person keeps concurrent
+ * writes that refer to it (track, add_message) waiting until the purge
+ * ends, when they fail on the missing person.
+ */
+CREATE FUNCTION @extschema@.purge_subject(subject bigint, reason text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_project bigint := @extschema@.require_subject_admin(subject);
+    v_state @extschema@.subject_state;
+    v_subjects bigint[];
+    v_pending regclass[];
+    v_left regclass[];
+    v_table @extschema@.registered_tables;
+    v_relation regclass;
+    v_rows bigint;
+    v_deleted bigint := 0;
+    v_anonymised bigint := 0;
+    v_error text;
+BEGIN
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Subjects are purged by the id of their person in gdprcrm.people.';
+    END IF;
+    PERFORM FROM @extschema@.people p WHERE p.id = subject FOR UPDATE;
+    PERFORM @extschema@.lock_subject_state(subject);
+    SELECT * INTO v_state FROM @extschema@.subject_state s WHERE s.subject = purge_subject.subject;
+    IF v_state.purged_at IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM @extschema@.refuse_held(subject, 'purged');
+
+    -- Hidden from everyone from its commit on, as in the trash.
+    UPDATE @extschema@.subject_state s SET trashed_at = coalesce(s.trashed_at, pg_catalog.now()),
+        project_id = v_project, updated_at = pg_catalog.now()
+    WHERE s.subject = purge_subject.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+
+    SELECT ARRAY[subject] || coalesce(array_agg(p.id ORDER BY p.id), '{}') INTO v_subjects
+    FROM @extschema@.people p WHERE p.merged_into = subject AND p.project_id = v_project;
+
+    -- Identifiers, as keyed hashes, before their rows go.
+    INSERT INTO @extschema@.suppressed_identifiers (project_id, kind, key, subject)
+    SELECT v_project, x.kind, x.key, subject
+    FROM (SELECT i.kind, i.key FROM @extschema@.person_identities i
+          WHERE i.person_id = ANY (v_subjects) AND i.project_id = v_project
+          UNION
+          SELECT 'email', p.email_bidx FROM @extschema@.people p
+          WHERE p.id = ANY (v_subjects) AND p.project_id = v_project AND p.email_bidx IS NOT NULL
+          UNION
+          SELECT 'external_id', @extschema@.blind_index(p.external_id, 'external_id') FROM @extschema@.people p
+          WHERE p.id = ANY (v_subjects) AND p.project_id = v_project AND p.external_id IS NOT NULL) AS x
+    ON CONFLICT DO NOTHING;
+
+    -- Rows of every registered table.
+    v_pending := ARRAY(SELECT r.relation FROM @extschema@.registered_tables r
+                       ORDER BY r.relation = '@extschema@.people'::regclass, r.builtin, r.relation::text);
+    LOOP
+        v_left := '{}';
+        FOREACH v_relation IN ARRAY v_pending LOOP
+            SELECT * INTO v_table FROM @extschema@.registered_tables r WHERE r.relation = v_relation;
+            BEGIN
+                IF v_table.on_purge = 'anonymise' THEN
+                    EXECUTE pg_catalog.format('UPDATE %s SET %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
+                        v_relation,
+                        (SELECT pg_catalog.string_agg(pg_catalog.format('%I = NULL', c), ', ')
+                         FROM unnest(v_table.anonymise_columns) AS c),
+                        v_table.subject_column)
+                    USING v_subjects;
+                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    v_anonymised := v_anonymised + v_rows;
+                ELSE
+                    EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
+                        v_relation, v_table.subject_column)
+                    USING v_subjects;
+                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    v_deleted := v_deleted + v_rows;
+                END IF;
+            EXCEPTION WHEN foreign_key_violation THEN
+                v_left := v_left || v_relation;
+                GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            END;
+        END LOOP;
+        EXIT WHEN pg_catalog.cardinality(v_left) = 0;
+        IF pg_catalog.cardinality(v_left) = pg_catalog.cardinality(v_pending) THEN
+            RAISE EXCEPTION 'could not purge the rows of % of the subject', v_left[1]
+                USING ERRCODE = 'foreign_key_violation', DETAIL = v_error,
+                      HINT = 'A row that is kept (anonymised, or in a table that is not registered) refers to a row of the subject.';
+        END IF;
+        v_pending := v_left;
+    END LOOP;
+
+    -- The data key: a tombstone stays, and the erasure is recorded.
+    PERFORM @extschema@.shred_subject_key(x) FROM unnest(v_subjects) AS x;
+
+    -- The ledgers keep what proves consent and its end; evidence, its
+    -- source and method, and the reasons of restrictions go.
+    UPDATE @extschema@.consent_events e SET source = NULL, method = NULL, evidence = NULL
+    WHERE e.subject = ANY (v_subjects)
+      AND (e.source IS NOT NULL OR e.method IS NOT NULL OR e.evidence IS NOT NULL);
+    UPDATE @extschema@.restriction_events e SET reason = NULL
+    WHERE e.subject = ANY (v_subjects) AND e.reason IS NOT NULL;
+
+    UPDATE @extschema@.subject_state s SET purged_at = pg_catalog.now(), updated_at = pg_catalog.now()
+    WHERE s.subject = purge_subject.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+    PERFORM @extschema@.log_right(subject, v_project, 'purge',
+        pg_catalog.format('%s: %s rows deleted, %s anonymised',
+                          CASE WHEN v_state.trashed_at IS NULL THEN 'at once' ELSE 'from the trash' END,
+                          v_deleted, v_anonymised),
+        reason);
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION @extschema@.purge_subject(bigint, text) IS
+    'Erase a subject for good: rows deleted or anonymised, data key destroyed, identifiers suppressed, ledgers reduced';
+
+/* Subjects whose trash retention has passed and that no hold keeps. */
+CREATE FUNCTION @extschema@.expired_trash()
+RETURNS TABLE (subject bigint, project_id bigint, trashed_at timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+    v_super boolean;
+BEGIN
+    v_super := (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller);
+    IF NOT v_super AND NOT pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only superusers and members of gdprcrm_admin may list the trash'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+        SELECT s.subject, s.project_id, s.trashed_at
+        FROM @extschema@.subject_state s
+        WHERE s.trashed_at IS NOT NULL AND s.purged_at IS NULL
+          AND s.trashed_at <= pg_catalog.now() - @extschema@.trash_retention()
+          AND NOT EXISTS (SELECT 1 FROM @extschema@.legal_hold_history h
+                          WHERE h.subject = s.subject AND h.released_at IS NULL)
+          AND (v_super OR @extschema@.caller_in_team(s.project_id))
+        ORDER BY s.trashed_at, s.subject;
+END $$;
+COMMENT ON FUNCTION @extschema@.expired_trash() IS
+    'Subjects in the trash for longer than gdprcrm.trash_retention and under no legal hold: due for purging';
+
+/*
+ * Legal holds.  A hold is placed under the subject's state lock, so that
+ * it and an erasure or purge of the subject serialise: whichever commits
+ * first wins, and a purge that waited for a hold is refused.
+ */
+CREATE FUNCTION @extschema@.place_legal_hold(subject bigint, reason text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_project bigint := @extschema@.require_subject_admin(subject);
+    v_id bigint;
+BEGIN
+    IF coalesce(pg_catalog.btrim(reason), '') = '' THEN
+        RAISE EXCEPTION 'a legal hold needs a reason' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.lock_subject_state(subject);
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s
+               WHERE s.subject = place_legal_hold.subject AND s.purged_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject was purged' USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'Nothing is left to hold.';
+    END IF;
+    SELECT h.id INTO v_id FROM @extschema@.legal_hold_history h
+    WHERE h.subject = place_legal_hold.subject AND h.released_at IS NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the subject is already under legal hold %', v_id USING ERRCODE = 'duplicate_object',
+            HINT = 'Release it first to place another one.';
+    END IF;
+    INSERT INTO @extschema@.legal_hold_history (subject, project_id, reason, placed_by)
+    VALUES (subject, v_project, reason, @extschema@.calling_role())
+    RETURNING id INTO v_id;
+    PERFORM @extschema@.log_right(subject, v_project, 'place_hold', 'hold ' || v_id, reason);
+    RETURN v_id;
+END $$;
+COMMENT ON FUNCTION @extschema@.place_legal_hold(bigint, text) IS
+    'Place a legal hold on a subject (GDPR Art. 17(3)(e)): it can be neither erased nor purged until released; returns the hold id';
+
+CREATE FUNCTION @extschema@.release_legal_hold(subject bigint)
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_project bigint := @extschema@.require_subject_admin(subject);
+    v_id bigint;
+BEGIN
+    IF v_project IS NULL THEN
+        RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.lock_subject_state(subject);
+    UPDATE @extschema@.legal_hold_history h SET released_at = pg_catalog.now(),
+        released_by = @extschema@.calling_role()
+    WHERE h.subject = release_legal_hold.subject AND h.released_at IS NULL
+    RETURNING h.id INTO v_id;
+    IF v_id IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM @extschema@.log_right(subject, v_project, 'release_hold', 'hold ' || v_id, NULL);
+    RETURN true;
+END $$;
+COMMENT ON FUNCTION @extschema@.release_legal_hold(bigint) IS
+    'Release the current legal hold of a subject; true if there was one';
+
+/*
+ * unsuppress: a purged person who comes back and asks to be known again.
+ * Each identifier lifted is logged against the purged subject it came from.
+ */
+CREATE FUNCTION @extschema@.unsuppress(project bigint, email text DEFAULT NULL, external_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+    v_email_key bytea;
+    v_ext_key bytea;
+    v_count integer := 0;
+    r record;
+BEGIN
+    IF project IS NULL THEN
+        RAISE EXCEPTION 'unsuppress needs a project' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT (SELECT x.rolsuper FROM pg_catalog.pg_roles x WHERE x.rolname OPERATOR(pg_catalog.=) v_caller)
+       AND NOT (pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER')
+                AND @extschema@.caller_in_team(project)) THEN
+        RAISE EXCEPTION 'permission denied for this project' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Subject rights are exercised by superusers and by gdprcrm_admin members of the project team.';
+    END IF;
+    IF email IS NULL AND external_id IS NULL THEN
+        RAISE EXCEPTION 'unsuppress needs an email or an external id' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF email IS NOT NULL THEN
+        v_email_key := @extschema@.blind_index(@extschema@.normalize_email(pg_catalog.btrim(email)), 'email');
+    END IF;
+    IF external_id IS NOT NULL THEN
+        v_ext_key := @extschema@.blind_index(external_id, 'external_id');
+    END IF;
+    FOR r IN DELETE FROM @extschema@.suppressed_identifiers s
+             WHERE s.project_id = unsuppress.project
+               AND (s.kind = 'email' AND s.key = v_email_key OR s.kind = 'external_id' AND s.key = v_ext_key)
+             RETURNING s.subject, s.kind LOOP
+        PERFORM @extschema@.log_right(r.subject, project, 'unsuppress', r.kind, NULL);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END $$;
+COMMENT ON FUNCTION @extschema@.unsuppress(bigint, text, text) IS
+    'Lift the suppression of a purged person''s email and/or external id in a project; returns how many were lifted';
+
+/*
+ * Grants.  Erasure, holds and suppression are for superusers and the
+ * gdprcrm_admin members of the subject's team (require_subject_admin);
+ * the write functions' check runs as the application.
+ */
+REVOKE ALL ON FUNCTION @extschema@.trash_retention() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.erase_subject(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.restore_subject(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.purge_subject(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.expired_trash() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.place_legal_hold(bigint, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.release_legal_hold(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.unsuppress(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.require_not_erased(bigint, bigint) TO gdprcrm_app, gdprcrm_admin;
+GRANT SELECT ON @extschema@.legal_hold_history, @extschema@.legal_holds, @extschema@.suppressed_identifiers
+    TO gdprcrm_admin;
+GRANT EXECUTE ON FUNCTION
+    @extschema@.trash_retention(),
+    @extschema@.erase_subject(bigint, text),
+    @extschema@.restore_subject(bigint),
+    @extschema@.purge_subject(bigint, text),
+    @extschema@.expired_trash(),
+    @extschema@.place_legal_hold(bigint, text),
+    @extschema@.release_legal_hold(bigint),
+    @extschema@.unsuppress(bigint, text, text)
+    TO gdprcrm_admin;
+
+/*
+ * Functions of earlier concerns that erasure changes: the rights checks
+ * find a purged subject's project and suppressed identifiers; the ledgers
+ * refuse a subject in the trash and let a purge reduce their rows; the CRM
+ * functions create nobody for a trashed person or a suppressed identifier
+ * and refuse writes about a subject in the trash.
+ */
+
+CREATE OR REPLACE FUNCTION @extschema@.require_subject_admin(subject bigint) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+    v_project bigint;
+BEGIN
+    IF subject IS NULL OR subject <= 0 THEN
+        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
+    IF v_project IS NULL THEN
+        -- A purged subject's project stays with its state (erasure.sql).
+        SELECT s.project_id INTO v_project FROM @extschema@.subject_state s
+        WHERE s.subject = require_subject_admin.subject;
+    END IF;
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
+        RETURN v_project;
+    END IF;
+    IF NOT pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER')
+       OR v_project IS NULL OR NOT @extschema@.caller_in_team(v_project) THEN
+        RAISE EXCEPTION 'permission denied for this subject' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'Subject rights are exercised by superusers and by gdprcrm_admin members of the subject''s project team.';
+    END IF;
+    RETURN v_project;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.find_subject(email text DEFAULT NULL, external_id text DEFAULT NULL)
+RETURNS TABLE (project_id bigint, subject bigint, matched_by text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+    v_super boolean;
+    v_email_key bytea;
+    v_ext_key bytea;
+BEGIN
+    IF email IS NULL AND external_id IS NULL THEN
+        RAISE EXCEPTION 'find_subject needs an email or an external id' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_super := (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller);
+    IF NOT v_super AND NOT pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER') THEN
+        RAISE EXCEPTION 'only superusers and members of gdprcrm_admin may look for a requester'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF email IS NOT NULL THEN
+        v_email_key := @extschema@.blind_index(@extschema@.normalize_email(pg_catalog.btrim(email)), 'email');
+    END IF;
+    IF external_id IS NOT NULL THEN
+        v_ext_key := @extschema@.blind_index(external_id, 'external_id');
+    END IF;
+    -- A purged requester is found through the suppression list
+    -- (erasure.sql), under the subject id it was purged as.
+    RETURN QUERY
+        SELECT x.project_id, x.person_id, x.kind
+        FROM (SELECT i.project_id, i.person_id, i.kind
+              FROM @extschema@.person_identities i
+              WHERE (i.kind = 'email' AND i.key = v_email_key OR i.kind = 'external_id' AND i.key = v_ext_key)
+                AND (v_super OR @extschema@.caller_in_team(i.project_id))
+              UNION ALL
+              SELECT s.project_id, s.subject, 'suppressed ' || s.kind
+              FROM @extschema@.suppressed_identifiers s
+              WHERE (s.kind = 'email' AND s.key = v_email_key OR s.kind = 'external_id' AND s.key = v_ext_key)
+                AND (v_super OR @extschema@.caller_in_team(s.project_id))) AS x
+        ORDER BY x.project_id, x.person_id, x.kind;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.require_subject_access(subject bigint) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_caller name := @extschema@.calling_role();
+    v_project bigint;
+BEGIN
+    IF subject <= 0 THEN
+        RAISE EXCEPTION 'subject ids are positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT p.project_id INTO v_project FROM @extschema@.people p WHERE p.id = subject;
+    IF v_project IS NULL THEN
+        -- A purged person's project stays with its state (erasure.sql):
+        -- the ledger functions then refuse it as erased.
+        SELECT s.project_id INTO v_project FROM @extschema@.subject_state s
+        WHERE s.subject = require_subject_access.subject;
+    END IF;
+    IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) v_caller) THEN
+        -- Only existing people: recording for an unknown id would pre-set
+        -- the state of whoever is created with it later, in any project.
+        IF v_project IS NULL THEN
+            RAISE EXCEPTION 'no such person' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Consent and restrictions are recorded for people of gdprcrm.people.';
+        END IF;
+        RETURN;
+    END IF;
+    IF NOT (pg_catalog.pg_has_role(v_caller, 'gdprcrm_app', 'MEMBER')
+            OR pg_catalog.pg_has_role(v_caller, 'gdprcrm_admin', 'MEMBER')) THEN
+        RAISE EXCEPTION 'permission denied to record consent' USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF v_project IS NULL OR NOT @extschema@.caller_in_team(v_project) THEN
+        RAISE EXCEPTION 'permission denied for this subject' USING ERRCODE = 'insufficient_privilege',
+            HINT = 'The subject must be a person of a project whose team includes the current role.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.protect_ledger_rows() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_reducible text[] := CASE TG_TABLE_NAME WHEN 'consent_events' THEN '{source,method,evidence}'::text[]
+                                             ELSE '{reason}'::text[] END;
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        IF EXISTS (SELECT 1 FROM @extschema@.subject_state s
+                   WHERE s.subject = OLD.subject AND s.erased_at IS NOT NULL) THEN
+            IF TG_OP = 'DELETE' THEN
+                RETURN OLD;
+            END IF;
+            IF pg_catalog.to_jsonb(NEW) - v_reducible = pg_catalog.to_jsonb(OLD) - v_reducible
+               AND NOT pg_catalog.jsonb_strip_nulls(pg_catalog.to_jsonb(NEW)) ?| v_reducible THEN
+                RETURN NEW;
+            END IF;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the % ledger is append-only', TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Record a withdrawal or a lift instead; rows go only with the erasure of their subject.';
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.record_consent_event(
+    subject bigint, purpose text, action text, captured_at timestamptz, source text, method text,
+    notice_version text, wording text, evidence jsonb)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bit smallint;
+    v_mask bigint;
+    v_id bigint;
+BEGIN
+    PERFORM @extschema@.require_subject_access(subject);
+    SELECT p.bit INTO v_bit FROM @extschema@.purposes p WHERE p.name = purpose;
+    IF v_bit IS NULL THEN
+        RAISE EXCEPTION 'purpose "%" does not exist', purpose USING ERRCODE = 'undefined_object',
+            HINT = 'Define it with gdprcrm.define_purpose().';
+    END IF;
+    IF captured_at > pg_catalog.now() + interval '5 minutes' THEN
+        RAISE EXCEPTION 'consent cannot be captured in the future' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_mask := (1::bigint) << v_bit;
+
+    -- Erasure is checked under the subject's lock, which erasure takes too:
+    -- checked before, an erasure committed while this call waited for the
+    -- lock would go unnoticed.
+    PERFORM @extschema@.lock_subject_state(subject);
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
+               AND s.erased_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = record_consent_event.subject
+               AND s.trashed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject is in the trash' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Restore it with gdprcrm.restore_subject() to record data about it again.';
+    END IF;
+
+    INSERT INTO @extschema@.consent_events (subject, project_id, purpose, action, captured_at, recorded_by,
+                                            source, method, notice_version, wording_hash, evidence)
+    SELECT subject, p.project_id, purpose, action, coalesce(captured_at, pg_catalog.now()),
+           @extschema@.calling_role(), source, method, notice_version,
+           CASE WHEN wording IS NOT NULL THEN pg_catalog.sha256(pg_catalog.convert_to(wording, 'UTF8')) END,
+           evidence
+    FROM @extschema@.people p WHERE p.id = record_consent_event.subject
+    RETURNING id INTO v_id;
+
+    UPDATE @extschema@.subject_state s SET
+        consented = CASE action WHEN 'grant' THEN s.consented | v_mask
+                                WHEN 'withdraw' THEN s.consented & ~v_mask ELSE s.consented END,
+        objected = CASE action WHEN 'object' THEN s.objected | v_mask
+                               WHEN 'withdraw_objection' THEN s.objected & ~v_mask ELSE s.objected END,
+        updated_at = pg_catalog.now()
+    WHERE s.subject = record_consent_event.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.set_restriction(subject bigint, restricted boolean, reason text)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM @extschema@.require_subject_access(subject);
+    -- Under the subject's lock, like record_consent_event: nothing is
+    -- recorded about a subject once erased.
+    PERFORM @extschema@.lock_subject_state(subject);
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject
+               AND s.erased_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject was erased' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.subject_state s WHERE s.subject = set_restriction.subject
+               AND s.trashed_at IS NOT NULL) THEN
+        RAISE EXCEPTION 'the subject is in the trash' USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Restore it with gdprcrm.restore_subject() to record data about it again.';
+    END IF;
+    INSERT INTO @extschema@.restriction_events (subject, project_id, action, reason, recorded_by)
+    SELECT subject, p.project_id, CASE WHEN restricted THEN 'restrict' ELSE 'lift' END, reason,
+           @extschema@.calling_role()
+    FROM @extschema@.people p WHERE p.id = set_restriction.subject
+    RETURNING id INTO v_id;
+    UPDATE @extschema@.subject_state s SET restricted = set_restriction.restricted, updated_at = pg_catalog.now()
+    WHERE s.subject = set_restriction.subject;
+    PERFORM @extschema@.publish_state_change(subject);
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.explain_access(subject bigint, purpose text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_purpose text := coalesce(purpose, nullif(pg_catalog.current_setting('gdprcrm.purpose', true), ''));
+    p @extschema@.purposes;
+    s @extschema@.subject_state;
+BEGIN
+    PERFORM @extschema@.require_subject_access(subject);
+    IF v_purpose IS NULL THEN
+        RETURN 'hidden: no purpose declared (SET LOCAL gdprcrm.purpose = ''...'' or gdprcrm.set_purpose())';
+    END IF;
+    SELECT * INTO p FROM @extschema@.purposes x WHERE x.name = v_purpose;
+    IF NOT FOUND THEN
+        RETURN 'hidden: purpose "' || v_purpose || '" is not defined';
+    END IF;
+    SELECT * INTO s FROM @extschema@.subject_state x WHERE x.subject = explain_access.subject;
+    IF s.erased_at IS NOT NULL THEN
+        RETURN 'hidden: the subject was erased';
+    END IF;
+    IF s.trashed_at IS NOT NULL THEN
+        RETURN 'hidden: the subject is in the trash';
+    END IF;
+    IF coalesce(s.restricted, false) AND NOT p.allowed_when_restricted THEN
+        RETURN 'hidden: processing of the subject is restricted and "' || p.name || '" is not allowed under restriction';
+    END IF;
+    IF p.lawful_basis IN ('consent', 'legitimate_interests', 'public_task')
+       AND coalesce(s.objected, 0) & ((1::bigint) << p.bit) <> 0 THEN
+        RETURN 'hidden: the subject objected to "' || p.name || '"';
+    END IF;
+    IF p.lawful_basis = 'consent' AND coalesce(s.consented, 0) & ((1::bigint) << p.bit) = 0 THEN
+        RETURN 'hidden: "' || p.name || '" needs consent, which the subject has not given or has withdrawn';
+    END IF;
+    RETURN 'visible: "' || p.name || '" is lawful for the subject (basis ' || p.lawful_basis || ')';
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.merge_people(project bigint, from_person bigint, into_person bigint)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.require_project_member(project);
+    -- Nothing moves to or from a person in the trash or purged (erasure.sql).
+    PERFORM @extschema@.require_not_erased(project, from_person);
+    PERFORM @extschema@.require_not_erased(project, into_person);
+    IF from_person = into_person THEN
+        RETURN;
+    END IF;
+    IF (SELECT count(*) FROM @extschema@.people p
+        WHERE p.id IN (from_person, into_person) AND p.project_id = project) <> 2 THEN
+        RAISE EXCEPTION 'both people must belong to the project' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @extschema@.person_identities SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.events SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.messages SET person_id = into_person,
+        subject = @extschema@.encrypt(into_person, @extschema@.decrypt(subject, 'crm.messages.subject', from_person), 'crm.messages.subject'),
+        body = @extschema@.encrypt(into_person, @extschema@.decrypt(body, 'crm.messages.body', from_person), 'crm.messages.body')
+    WHERE person_id = from_person AND project_id = project;
+    UPDATE @extschema@.enrichments SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+    DELETE FROM @extschema@.person_companies s
+    WHERE s.person_id = from_person AND s.project_id = project
+      AND EXISTS (SELECT 1 FROM @extschema@.person_companies t
+                  WHERE t.person_id = into_person AND t.company_id = s.company_id);
+    UPDATE @extschema@.person_companies SET person_id = into_person
+    WHERE person_id = from_person AND project_id = project;
+
+    UPDATE @extschema@.people t SET
+        traits = s.traits || t.traits,
+        first_seen_at = CASE WHEN t.first_seen_at IS NULL THEN s.first_seen_at
+                             WHEN s.first_seen_at IS NULL THEN t.first_seen_at
+                             ELSE least(s.first_seen_at, t.first_seen_at) END,
+        last_seen_at = greatest(s.last_seen_at, t.last_seen_at),
+        name = coalesce(t.name, @extschema@.encrypt(into_person, @extschema@.decrypt(s.name, 'crm.people.name', from_person), 'crm.people.name')),
+        phone = coalesce(t.phone, @extschema@.encrypt(into_person, @extschema@.decrypt(s.phone, 'crm.people.phone', from_person), 'crm.people.phone'))
+    FROM @extschema@.people s
+    WHERE t.id = into_person AND s.id = from_person AND t.project_id = project;
+
+    UPDATE @extschema@.people SET status = 'merged', merged_into = into_person,
+        email = NULL, email_bidx = NULL, name = NULL, phone = NULL, traits = '{}'
+    WHERE id = from_person AND project_id = project;
+    UPDATE @extschema@.people SET merged_into = into_person WHERE merged_into = from_person AND project_id = project;
+    PERFORM @extschema@.shred_subject_key(from_person);
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.identify(project bigint, external_id text DEFAULT NULL,
+                                     email text DEFAULT NULL, traits jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_email text := pg_catalog.btrim(email);
+    v_traits jsonb := coalesce(traits, '{}');
+    v_ext_key bytea;
+    v_email_key bytea;
+    v_by_ext bigint;
+    v_by_email bigint;
+    v_person bigint;
+    v_claimed integer;
+BEGIN
+    IF external_id IS NULL AND email IS NULL THEN
+        RAISE EXCEPTION 'identify needs an external id or an email' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.require_project_member(project);
+    IF pg_catalog.jsonb_typeof(v_traits) <> 'object' THEN
+        RAISE EXCEPTION 'traits must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.octet_length(external_id) > 1024 THEN
+        RAISE EXCEPTION 'an external id is at most 1024 bytes long' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF external_id IS NOT NULL THEN
+        v_ext_key := @extschema@.blind_index(external_id, 'external_id');
+    END IF;
+    IF v_email IS NOT NULL THEN
+        v_email_key := @extschema@.blind_index(@extschema@.normalize_email(v_email), 'email');
+    END IF;
+
+    FOR attempt IN 1 .. 3 LOOP
+        v_by_ext := NULL;
+        v_by_email := NULL;
+        IF v_ext_key IS NOT NULL THEN
+            SELECT i.person_id INTO v_by_ext FROM @extschema@.person_identities i
+            WHERE i.project_id = project AND i.kind = 'external_id' AND i.key = v_ext_key;
+        END IF;
+        IF v_email_key IS NOT NULL THEN
+            SELECT i.person_id INTO v_by_email FROM @extschema@.person_identities i
+            WHERE i.project_id = project AND i.kind = 'email' AND i.key = v_email_key;
+        END IF;
+        IF @extschema@.in_trash(v_by_ext) OR @extschema@.in_trash(v_by_email) THEN
+            RETURN NULL;
+        END IF;
+        IF (v_ext_key IS NOT NULL AND v_by_ext IS NULL) OR (v_email_key IS NOT NULL AND v_by_email IS NULL) THEN
+            IF v_by_ext IS NULL AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = project AND s.kind = 'external_id' AND s.key = v_ext_key)
+               OR v_by_email IS NULL AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                    WHERE s.project_id = project AND s.kind = 'email' AND s.key = v_email_key) THEN
+                RETURN NULL;
+            END IF;
+        END IF;
+
+        IF v_by_ext IS NULL AND v_by_email IS NULL THEN
+            v_person := pg_catalog.nextval('@extschema@.people_id_seq');
+            INSERT INTO @extschema@.people (id, project_id, external_id, email, email_bidx,
+                                            traits, status, first_seen_at)
+            VALUES (v_person, project, identify.external_id,
+                    CASE WHEN v_email IS NOT NULL
+                         THEN @extschema@.encrypt(v_person, v_email, 'crm.people.email') END,
+                    v_email_key, v_traits,
+                    CASE WHEN v_email IS NULL THEN 'anonymous' ELSE 'identified' END,
+                    pg_catalog.now());
+            -- Claimed in the order of the key (email before external_id),
+            -- as import_people() claims them.
+            IF v_ext_key IS NOT NULL AND v_email_key IS NOT NULL THEN
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'email', v_email_key, v_person), (project, 'external_id', v_ext_key, v_person)
+                ON CONFLICT DO NOTHING;
+            ELSE
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, CASE WHEN v_ext_key IS NULL THEN 'email' ELSE 'external_id' END,
+                        coalesce(v_ext_key, v_email_key), v_person)
+                ON CONFLICT DO NOTHING;
+            END IF;
+            GET DIAGNOSTICS v_claimed = ROW_COUNT;
+            IF v_claimed = (v_email_key IS NOT NULL)::integer + (v_ext_key IS NOT NULL)::integer THEN
+                RETURN v_person;
+            END IF;
+            -- Another session claimed an identifier first: withdraw this
+            -- person and look again.
+            DELETE FROM @extschema@.person_identities i
+            WHERE i.person_id = v_person AND i.kind IN ('email', 'external_id');
+            DELETE FROM @extschema@.people p WHERE p.id = v_person;
+            IF v_email IS NOT NULL THEN
+                PERFORM @extschema@.shred_subject_key(v_person);
+            END IF;
+            CONTINUE;
+        END IF;
+
+        IF v_by_ext IS NOT NULL AND v_by_email IS NOT NULL AND v_by_ext <> v_by_email THEN
+            IF (SELECT p.email IS NOT NULL FROM @extschema@.people p WHERE p.id = v_by_ext) THEN
+                RAISE EXCEPTION 'the external id and the email belong to two identified people'
+                    USING ERRCODE = 'object_in_use',
+                          HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+            END IF;
+            PERFORM @extschema@.merge_people(project, v_by_ext, v_by_email);
+            v_person := v_by_email;
+        ELSE
+            v_person := coalesce(v_by_ext, v_by_email);
+            -- About to write to a known person (a claim or a change): lock
+            -- it, then check that what the lookup found still holds (a
+            -- concurrent identify may have merged the person away or moved
+            -- an identifier while this one waited for the lock).  The test
+            -- of a change is the one of the UPDATE below: keep them alike.
+            -- A call that changes nothing takes no lock and writes nothing.
+            IF (v_ext_key IS NOT NULL AND v_by_ext IS NULL) OR (v_email_key IS NOT NULL AND v_by_email IS NULL)
+               OR EXISTS (SELECT 1 FROM @extschema@.people p WHERE p.id = v_person
+                          AND (p.external_id IS NULL AND identify.external_id IS NOT NULL
+                               OR v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+                               OR coalesce(v_email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+                               OR v_traits <> '{}' AND p.traits || v_traits IS DISTINCT FROM p.traits)) THEN
+                PERFORM FROM @extschema@.people p WHERE p.id = v_person FOR NO KEY UPDATE;
+                CONTINUE WHEN NOT EXISTS (SELECT 1 FROM @extschema@.people p
+                                          WHERE p.id = v_person AND p.status <> 'merged')
+                    OR v_ext_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                        WHERE i.project_id = project AND i.kind = 'external_id' AND i.key = v_ext_key)
+                        IS DISTINCT FROM v_by_ext
+                    OR v_email_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                        WHERE i.project_id = project AND i.kind = 'email' AND i.key = v_email_key)
+                        IS DISTINCT FROM v_by_email;
+            END IF;
+            IF v_ext_key IS NOT NULL AND v_by_ext IS NULL THEN
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'external_id', v_ext_key, v_person)
+                ON CONFLICT DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+            ELSIF v_email_key IS NOT NULL AND v_by_email IS NULL THEN
+                INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+                VALUES (project, 'email', v_email_key, v_person)
+                ON CONFLICT DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+                -- A changed email releases the old one.
+                DELETE FROM @extschema@.person_identities i
+                WHERE i.person_id = v_person AND i.kind = 'email' AND i.key <> v_email_key;
+            END IF;
+        END IF;
+
+        UPDATE @extschema@.people p SET
+            external_id = coalesce(p.external_id, identify.external_id),
+            email = CASE WHEN v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+                         THEN @extschema@.encrypt(p.id, v_email, 'crm.people.email') ELSE p.email END,
+            email_bidx = coalesce(v_email_key, p.email_bidx),
+            status = CASE WHEN coalesce(v_email_key, p.email_bidx) IS NOT NULL
+                          THEN 'identified' ELSE p.status END,
+            traits = CASE WHEN v_traits = '{}' THEN p.traits ELSE p.traits || v_traits END
+        WHERE p.id = v_person
+          AND (p.external_id IS NULL AND identify.external_id IS NOT NULL
+               OR v_email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM v_email_key
+               OR coalesce(v_email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+               OR v_traits <> '{}' AND p.traits || v_traits IS DISTINCT FROM p.traits);
+        RETURN v_person;
+    END LOOP;
+    RAISE EXCEPTION 'could not claim the identifiers of the person'
+        USING ERRCODE = 'serialization_failure',
+              DETAIL = 'Concurrent transactions changed them three times while this one tried.',
+              HINT = 'Retry the transaction.';
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.import_people(project bigint, people jsonb)
+RETURNS TABLE (ordinality bigint, person_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_bad bigint;
+    v_elem jsonb;
+    v_ord bigint[];
+    v_ext text[];
+    v_email text[];
+    v_traits jsonb[];
+    v_ext_key bytea[];
+    v_email_key bytea[];
+    v_by_ext bigint[];
+    v_by_email bigint[];
+    v_found boolean;
+    v_skip boolean[];
+    v_class "char"[];       -- n: new person, m: matches one person, s: one by one, x: none (erased)
+    v_person bigint[];
+    v_lost bigint[];
+    v_seq_ord bigint[] := '{}';
+    v_seq_person bigint[] := '{}';
+    v_detail text;
+    r record;
+BEGIN
+    PERFORM @extschema@.require_project_member(project);
+    IF people IS NULL OR pg_catalog.jsonb_typeof(people) <> 'array' THEN
+        RAISE EXCEPTION 'people must be a JSON array' USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Pass one object per person with the keys external_id, email and traits.';
+    END IF;
+
+    -- The shape of every element, in one pass; the first malformed one is
+    -- named by its position, never by its content.
+    SELECT min(e.ord) FILTER (WHERE NOT CASE WHEN pg_catalog.jsonb_typeof(e.elem) = 'object' THEN
+                   e.elem - '{external_id,email,traits}'::text[] = '{}'
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'external_id'), 'null') IN ('string', 'null')
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'email'), 'null') IN ('string', 'null')
+                   AND coalesce(pg_catalog.jsonb_typeof(e.elem -> 'traits'), 'null') IN ('object', 'null')
+                   AND (e.elem ->> 'external_id' IS NOT NULL OR e.elem ->> 'email' IS NOT NULL)
+                   AND coalesce(pg_catalog.octet_length(e.elem ->> 'external_id'), 0) <= 1024
+                   ELSE false END),
+           array_agg(e.ord), array_agg(e.elem ->> 'external_id'), array_agg(e.elem ->> 'email'),
+           array_agg(CASE WHEN pg_catalog.jsonb_typeof(e.elem -> 'traits') = 'object'
+                          THEN e.elem -> 'traits' ELSE '{}' END)
+    INTO v_bad, v_ord, v_ext, v_email, v_traits
+    FROM pg_catalog.jsonb_array_elements(people) WITH ORDINALITY AS e (elem, ord);
+
+    IF v_bad IS NOT NULL THEN
+        v_elem := people -> (v_bad - 1)::integer;
+        IF pg_catalog.jsonb_typeof(v_elem) <> 'object' THEN
+            RAISE EXCEPTION 'element % of people is not a JSON object', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_elem - '{external_id,email,traits}'::text[] <> '{}' THEN
+            RAISE EXCEPTION 'element % of people has an unknown key', v_bad
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'The keys of an element are external_id, email and traits.';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'external_id'), 'null') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'external_id of element % of people is not a JSON string', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'email'), 'null') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION 'email of element % of people is not a JSON string', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF coalesce(pg_catalog.jsonb_typeof(v_elem -> 'traits'), 'null') NOT IN ('object', 'null') THEN
+            RAISE EXCEPTION 'traits of element % of people is not a JSON object', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF pg_catalog.octet_length(v_elem ->> 'external_id') > 1024 THEN
+            RAISE EXCEPTION 'external_id of element % of people is longer than 1024 bytes', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSE
+            RAISE EXCEPTION 'element % of people has neither an external id nor an email', v_bad
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    IF v_ord IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- Blind indexes, as identify() computes them.  An invalid address is
+    -- looked for element by element only once the batch failed.
+    BEGIN
+        SELECT array_agg(CASE WHEN x.ext IS NOT NULL THEN @extschema@.blind_index(x.ext, 'external_id') END),
+               array_agg(CASE WHEN x.email IS NOT NULL
+                              THEN @extschema@.blind_index(@extschema@.normalize_email(pg_catalog.btrim(x.email)),
+                                                           'email') END)
+        INTO v_ext_key, v_email_key
+        FROM unnest(v_ext, v_email) AS x (ext, email);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        FOR r IN SELECT x.ord, x.email FROM unnest(v_ord, v_email) AS x (ord, email)
+                 WHERE x.email IS NOT NULL ORDER BY x.ord LOOP
+            BEGIN
+                PERFORM @extschema@.normalize_email(pg_catalog.btrim(r.email));
+            EXCEPTION WHEN invalid_parameter_value THEN
+                GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+                RAISE EXCEPTION 'invalid email address in element % of people', r.ord
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = v_detail;
+            END;
+        END LOOP;
+        RAISE;
+    END;
+    -- The CHECK constraint of people.traits refuses the same; checking
+    -- first names the element.
+    PERFORM @extschema@.check_unrestricted(x.traits, 'person trait (element ' || x.ord || ')')
+    FROM unnest(v_ord, v_traits) AS x (ord, traits)
+    WHERE x.traits <> '{}';
+
+    -- One probe of the primary key per identifier.
+    SELECT array_agg(l.by_ext), array_agg(l.by_email), bool_or(l.by_ext IS NOT NULL OR l.by_email IS NOT NULL)
+    INTO v_by_ext, v_by_email, v_found
+    FROM (SELECT (SELECT i.person_id FROM @extschema@.person_identities i
+                  WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                    AND i.key = k.ext_key) AS by_ext,
+                 (SELECT i.person_id FROM @extschema@.person_identities i
+                  WHERE i.project_id = import_people.project AND i.kind = 'email'
+                    AND i.key = k.email_key) AS by_email
+          FROM unnest(v_ext_key, v_email_key) AS k (ext_key, email_key)
+          OFFSET 0) AS l;
+
+    -- Elements naming a person in the trash, or an identifier suppressed
+    -- by a purge: looked for only when a person was found or the project
+    -- has suppressed identifiers at all.
+    IF v_found OR EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                          WHERE s.project_id = import_people.project) THEN
+        SELECT array_agg(coalesce(@extschema@.in_trash(k.by_ext), false)
+                         OR coalesce(@extschema@.in_trash(k.by_email), false)
+                         OR k.ext_key IS NOT NULL AND k.by_ext IS NULL
+                            AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                                        WHERE s.project_id = import_people.project
+                                          AND s.kind = 'external_id' AND s.key = k.ext_key)
+                         OR k.email_key IS NOT NULL AND k.by_email IS NULL
+                            AND EXISTS (SELECT 1 FROM @extschema@.suppressed_identifiers s
+                                        WHERE s.project_id = import_people.project
+                                          AND s.kind = 'email' AND s.key = k.email_key)
+                         ORDER BY k.n)
+        INTO v_skip
+        FROM unnest(v_ext_key, v_email_key, v_by_ext, v_by_email) WITH ORDINALITY
+             AS k (ext_key, email_key, by_ext, by_email, n);
+    END IF;
+
+    IF NOT v_found
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_ext_key) AS k (key) WHERE k.key IS NOT NULL
+                       GROUP BY k.key HAVING count(*) > 1)
+       AND NOT EXISTS (SELECT 1 FROM unnest(v_email_key) AS k (key) WHERE k.key IS NOT NULL
+                       GROUP BY k.key HAVING count(*) > 1) THEN
+        -- Only new people, each identifier once: the usual first import.
+        v_class := pg_catalog.array_fill('n'::"char", ARRAY[pg_catalog.cardinality(v_ord)]);
+        SELECT array_agg(pg_catalog.nextval('@extschema@.people_id_seq')) INTO v_person FROM unnest(v_ord);
+    ELSE
+        WITH x AS (
+            SELECT k.*
+            FROM unnest(v_ord, v_ext_key, v_email_key, v_by_ext, v_by_email)
+                 AS k (ord, ext_key, email_key, by_ext, by_email)
+        ), touched AS (
+            SELECT x.ord, t.person
+            FROM x CROSS JOIN LATERAL (VALUES (x.by_ext), (x.by_email)) AS t (person)
+            WHERE t.person IS NOT NULL
+        ), shared AS (
+            SELECT DISTINCT t.ord FROM touched t
+            WHERE t.person IN (SELECT t2.person FROM touched t2
+                               GROUP BY t2.person HAVING count(DISTINCT t2.ord) > 1)
+        ), c AS (
+            SELECT x.*,
+                   CASE WHEN x.ext_key IS NOT NULL AND count(*) OVER (PARTITION BY x.ext_key) > 1 THEN 's'
+                        WHEN x.email_key IS NOT NULL AND count(*) OVER (PARTITION BY x.email_key) > 1 THEN 's'
+                        WHEN x.ord IN (SELECT s.ord FROM shared s) THEN 's'
+                        WHEN x.by_ext IS NULL AND x.by_email IS NULL THEN 'n'
+                        WHEN (x.ext_key IS NULL OR x.by_ext IS NOT NULL)
+                             AND (x.email_key IS NULL OR x.by_email IS NOT NULL)
+                             AND (x.by_ext IS NULL OR x.by_email IS NULL OR x.by_ext = x.by_email) THEN 'm'
+                        ELSE 's' END::"char" AS class
+            FROM x
+        )
+        SELECT array_agg(c.class ORDER BY c.ord),
+               array_agg(CASE c.class WHEN 'n' THEN pg_catalog.nextval('@extschema@.people_id_seq')
+                                      WHEN 'm' THEN coalesce(c.by_ext, c.by_email) END ORDER BY c.ord)
+        INTO v_class, v_person
+        FROM (SELECT * FROM c ORDER BY c.ord) AS c;  -- new ids in the order of the elements
+    END IF;
+    -- The elements to leave alone get no person.  An element that shares
+    -- an identifier with one of them goes one by one (class s) all the
+    -- same, through identify(), which decides as for any other.
+    IF true = ANY (v_skip) THEN
+        SELECT array_agg(CASE WHEN x.skip THEN 'x' ELSE x.class END ORDER BY x.n),
+               array_agg(CASE WHEN x.skip THEN NULL ELSE x.person END ORDER BY x.n)
+        INTO v_class, v_person
+        FROM unnest(v_class, v_person, v_skip) WITH ORDINALITY AS x (class, person, skip, n);
+    END IF;
+
+    -- Known people first: like identify(), a person is locked before any
+    -- identifier is claimed, so that the two never wait for each other in
+    -- opposite orders.  Once locked, what the lookup found must still hold:
+    -- a concurrent identify may have merged one of them away or moved an
+    -- identifier while this import waited.
+    IF v_found THEN
+        PERFORM FROM @extschema@.people p
+        WHERE p.id IN (SELECT u.person FROM unnest(v_class, v_person) AS u (class, person) WHERE u.class = 'm')
+        ORDER BY p.id FOR NO KEY UPDATE;
+        IF EXISTS (SELECT 1 FROM unnest(v_class, v_person, v_ext_key, v_email_key)
+                                 AS x (class, person, ext_key, email_key)
+                   WHERE x.class = 'm'
+                     AND (NOT EXISTS (SELECT 1 FROM @extschema@.people p WHERE p.id = x.person AND p.status <> 'merged')
+                          OR x.ext_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                              WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                                AND i.key = x.ext_key) IS DISTINCT FROM x.person
+                          OR x.email_key IS NOT NULL AND (SELECT i.person_id FROM @extschema@.person_identities i
+                              WHERE i.project_id = import_people.project AND i.kind = 'email'
+                                AND i.key = x.email_key) IS DISTINCT FROM x.person)) THEN
+            RAISE EXCEPTION 'people of the batch were changed by a concurrent transaction'
+                USING ERRCODE = 'serialization_failure', HINT = 'Retry the import.';
+        END IF;
+        UPDATE @extschema@.people p SET
+            external_id = coalesce(p.external_id, x.ext),
+            email = CASE WHEN x.email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM x.email_key
+                         THEN @extschema@.encrypt(p.id, pg_catalog.btrim(x.email), 'crm.people.email')
+                         ELSE p.email END,
+            email_bidx = coalesce(x.email_key, p.email_bidx),
+            status = CASE WHEN coalesce(x.email_key, p.email_bidx) IS NOT NULL
+                          THEN 'identified' ELSE p.status END,
+            traits = CASE WHEN x.traits = '{}' THEN p.traits ELSE p.traits || x.traits END
+        FROM (SELECT u.* FROM unnest(v_class, v_person, v_ext, v_email, v_email_key, v_traits)
+                              AS u (class, person, ext, email, email_key, traits)
+              WHERE u.class = 'm' ORDER BY u.person) AS x
+        WHERE p.id = x.person
+          AND (p.external_id IS NULL AND x.ext IS NOT NULL
+               OR x.email_key IS NOT NULL AND p.email_bidx IS DISTINCT FROM x.email_key
+               OR coalesce(x.email_key, p.email_bidx) IS NOT NULL AND p.status <> 'identified'
+               OR x.traits <> '{}' AND p.traits || x.traits IS DISTINCT FROM p.traits);
+    END IF;
+
+    PERFORM @extschema@.create_subject_keys(array_agg(x.person))
+    FROM unnest(v_class, v_person, v_email) AS x (class, person, email)
+    WHERE x.class = 'n' AND x.email IS NOT NULL
+    HAVING count(*) > 0;
+    INSERT INTO @extschema@.people (id, project_id, external_id, email, email_bidx, traits, status, first_seen_at)
+    SELECT x.person, import_people.project, x.ext,
+           CASE WHEN x.email IS NOT NULL
+                THEN @extschema@.encrypt(x.person, pg_catalog.btrim(x.email), 'crm.people.email') END,
+           x.email_key, x.traits,
+           CASE WHEN x.email IS NULL THEN 'anonymous' ELSE 'identified' END,
+           pg_catalog.now()
+    FROM unnest(v_class, v_person, v_ext, v_email, v_email_key, v_traits)
+         AS x (class, person, ext, email, email_key, traits)
+    WHERE x.class = 'n';
+
+    BEGIN
+        INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+        SELECT import_people.project, c.kind, c.key, x.person
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+             CROSS JOIN LATERAL (VALUES ('email', x.email_key), ('external_id', x.ext_key)) AS c (kind, key)
+        WHERE x.class = 'n' AND c.key IS NOT NULL
+        ORDER BY c.kind, c.key;
+    EXCEPTION WHEN unique_violation THEN
+        INSERT INTO @extschema@.person_identities (project_id, kind, key, person_id)
+        SELECT import_people.project, c.kind, c.key, x.person
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+             CROSS JOIN LATERAL (VALUES ('email', x.email_key), ('external_id', x.ext_key)) AS c (kind, key)
+        WHERE x.class = 'n' AND c.key IS NOT NULL
+        ORDER BY c.kind, c.key
+        ON CONFLICT DO NOTHING;
+        SELECT array_agg(x.person) INTO v_lost
+        FROM unnest(v_class, v_person, v_ext_key, v_email_key) AS x (class, person, ext_key, email_key)
+        WHERE x.class = 'n'
+          AND (x.ext_key IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM @extschema@.person_identities i
+                   WHERE i.project_id = import_people.project AND i.kind = 'external_id'
+                     AND i.key = x.ext_key AND i.person_id = x.person)
+               OR x.email_key IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM @extschema@.person_identities i
+                   WHERE i.project_id = import_people.project AND i.kind = 'email'
+                     AND i.key = x.email_key AND i.person_id = x.person));
+        DELETE FROM @extschema@.person_identities i
+        WHERE i.person_id = ANY (v_lost) AND i.kind IN ('email', 'external_id');
+        DELETE FROM @extschema@.people p WHERE p.id = ANY (v_lost);
+        -- Only those with an email got a data key.
+        PERFORM @extschema@.shred_subject_key(x.person)
+        FROM unnest(v_class, v_person, v_email) AS x (class, person, email)
+        WHERE x.person = ANY (v_lost) AND x.email IS NOT NULL;
+        SELECT array_agg(CASE WHEN x.class = 'n' AND x.person = ANY (v_lost) THEN 's' ELSE x.class END
+                         ORDER BY x.n)
+        INTO v_class
+        FROM unnest(v_class, v_person) WITH ORDINALITY AS x (class, person, n);
+    END;
+
+    IF 's' = ANY (v_class) THEN
+        -- One block around the loop, not one per element: a block is a
+        -- subtransaction, and thousands of them in one transaction slow
+        -- every session's snapshots.
+        BEGIN
+            FOR r IN SELECT x.ord, x.ext, x.email, x.traits
+                     FROM unnest(v_ord, v_class, v_ext, v_email, v_traits) AS x (ord, class, ext, email, traits)
+                     WHERE x.class = 's' ORDER BY x.ord LOOP
+                v_bad := r.ord;
+                v_seq_ord := v_seq_ord || r.ord;
+                v_seq_person := v_seq_person || @extschema@.identify(import_people.project, r.ext, r.email, r.traits);
+            END LOOP;
+        EXCEPTION WHEN object_in_use THEN
+            RAISE EXCEPTION 'the external id and the email of element % of people belong to two identified people', v_bad
+                USING ERRCODE = 'object_in_use',
+                      HINT = 'Merge them explicitly with gdprcrm.merge_people, or correct the email.';
+        END;
+        RETURN QUERY
+            SELECT x.ord, coalesce(s.person, x.person)
+            FROM unnest(v_ord, v_person) AS x (ord, person)
+            LEFT JOIN unnest(v_seq_ord, v_seq_person) AS s (ord, person) ON s.ord = x.ord
+            ORDER BY x.ord;
+    ELSE
+        RETURN QUERY SELECT x.ord, x.person FROM unnest(v_ord, v_person) AS x (ord, person);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.track(project bigint, person bigint, event text,
+                                  properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(event, '') = '' THEN
+        RAISE EXCEPTION 'event name must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.require_not_erased(project, person);
+    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, properties)
+    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'custom', event, coalesce(properties, '{}'));
+    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.track_page_view(project bigint, person bigint, url text,
+                                            title text DEFAULT NULL, referrer text DEFAULT NULL,
+                                            properties jsonb DEFAULT '{}', occurred_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(url, '') = '' THEN
+        RAISE EXCEPTION 'page view url must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM @extschema@.require_not_erased(project, person);
+    INSERT INTO @extschema@.events (project_id, person_id, occurred_at, kind, name, url, path,
+                                    referrer, title, properties)
+    VALUES (project, person, coalesce(occurred_at, pg_catalog.now()), 'page_view', 'page_view', url,
+            coalesce(substring(url FROM '^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*([^?#]*)'), url),
+            referrer, title, coalesce(properties, '{}'));
+    PERFORM @extschema@.note_activity(project, person, coalesce(occurred_at, pg_catalog.now()));
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.add_message(project bigint, person bigint, direction text, channel text,
+                                        subject text, body text, sent_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id bigint := pg_catalog.nextval('@extschema@.messages_id_seq');
+BEGIN
+    PERFORM @extschema@.require_not_erased(project, person);
+    INSERT INTO @extschema@.messages (id, project_id, person_id, direction, channel, subject, body, sent_at)
+    VALUES (v_id, project, person, direction, channel,
+            @extschema@.encrypt(person, subject, 'crm.messages.subject'),
+            @extschema@.encrypt(person, body, 'crm.messages.body'),
+            coalesce(sent_at, pg_catalog.now()));
+    RETURN v_id;
+END $$;
+
+CREATE OR REPLACE FUNCTION @extschema@.add_enrichment(project bigint, person bigint, source text, field text,
+                                           value jsonb, fetched_at timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_id bigint := pg_catalog.nextval('@extschema@.enrichments_id_seq');
+BEGIN
+    PERFORM @extschema@.require_not_erased(project, person);
+    INSERT INTO @extschema@.enrichments (id, project_id, person_id, source, field, value, fetched_at)
+    VALUES (v_id, project, person, source, field, value, coalesce(fetched_at, pg_catalog.now()));
+    RETURN v_id;
+END $$;
