@@ -358,6 +358,41 @@ SELECT kind FROM gdprcrm.suppressed_identifiers WHERE subject = :carl ORDER BY k
 SELECT detail FROM gdprcrm.rights_log WHERE subject = :carl AND action = 'purge';
 SELECT gdprcrm.identify(:proj, 'visitor-7') AS visitor_again;
 
+-- A registered table's own triggers run as the table's owner during a
+-- purge, never as the superuser the purge runs as: an administrator who
+-- owns a registered table gains nothing from a trigger on it.  Its rows of
+-- the subject are deleted all the same, through its forced row security.
+GRANT CREATE ON SCHEMA public TO regress_er_admin;
+SET ROLE regress_er_admin;
+CREATE TABLE regress_er_admin_notes (id bigserial PRIMARY KEY, customer bigint NOT NULL, body text);
+CREATE TABLE regress_er_trigger_runs (run text, as_superuser boolean);
+CREATE FUNCTION regress_er_note_run() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.regress_er_trigger_runs
+    SELECT TG_OP || ' ' || TG_LEVEL, r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = current_user;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER note_statement AFTER DELETE ON regress_er_admin_notes
+    FOR EACH STATEMENT EXECUTE FUNCTION regress_er_note_run();
+CREATE TRIGGER note_row AFTER DELETE ON regress_er_admin_notes
+    FOR EACH ROW EXECUTE FUNCTION regress_er_note_run();
+RESET ROLE;
+SELECT gdprcrm.protect('regress_er_admin_notes', 'customer');
+SET ROLE regress_er_admin;
+SELECT gdprcrm.register_table('regress_er_admin_notes', 'customer', 'notes');
+RESET ROLE;
+SELECT gdprcrm.identify(:proj, 'er-dave') AS dave \gset
+INSERT INTO regress_er_admin_notes (customer, body) VALUES (:dave, 'call back'), (:bob, 'all fine');
+SET ROLE regress_er_admin;
+SELECT gdprcrm.purge_subject(:dave) AS purged;
+SELECT run, as_superuser FROM regress_er_trigger_runs ORDER BY run;
+RESET ROLE;
+SELECT customer = :bob AS only_bob FROM regress_er_admin_notes;
+SELECT rolsuper AS admin_is_superuser FROM pg_roles WHERE rolname = 'regress_er_admin';
+DROP TABLE regress_er_admin_notes, regress_er_trigger_runs;
+DROP FUNCTION regress_er_note_run();
+REVOKE CREATE ON SCHEMA public FROM regress_er_admin;
+
 -- Bob never noticed.
 SET ROLE regress_er_app;
 SET gdprcrm.purpose = 'er_support';
