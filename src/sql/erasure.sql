@@ -35,6 +35,17 @@ COMMENT ON FUNCTION @extschema@.require_not_erased(bigint, bigint) IS
 REVOKE ALL ON FUNCTION @extschema@.require_not_erased(bigint, bigint) FROM PUBLIC;
 
 /*
+ * The purge's DELETE or UPDATE of a registered table, run as the table's
+ * owner: its triggers and functions never run with the rights of the
+ * purge's owner, a superuser (erasure.c).
+ */
+CREATE FUNCTION @extschema@.purge_rows(tab regclass, statement text, subjects bigint[]) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'gdprcrm_purge_rows' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION @extschema@.purge_rows(regclass, text, bigint[]) IS
+    'Run a purge statement on a registered table as the table''s owner (for purge_subject)';
+REVOKE ALL ON FUNCTION @extschema@.purge_rows(regclass, text, bigint[]) FROM PUBLIC;
+
+/*
  * Legal holds (GDPR Art. 17(3)(e)): one row per hold, kept after its
  * release.  At most one hold of a subject is current.  Rows are never
  * deleted, and only their release is ever written after them.
@@ -304,7 +315,9 @@ COMMENT ON FUNCTION @extschema@.restore_subject(bigint) IS
  * foreign key is tried again after the others (each attempt in a
  * subtransaction), so any order of dependencies between registered tables
  * works.  An anonymised table must not refer to people through its subject
- * column, or the person cannot be deleted.
+ * column, or the person cannot be deleted.  Each statement runs as its
+ * table's owner (purge_rows), so that an application's triggers on its
+ * own table never run with the rights of this function's owner.
  *
  * Locks: the person row first, then the subject's state, the order of
  * identify() and merge_people(); holding the person keeps concurrent
@@ -370,19 +383,19 @@ BEGIN
             SELECT * INTO v_table FROM @extschema@.registered_tables r WHERE r.relation = v_relation;
             BEGIN
                 IF v_table.on_purge = 'anonymise' THEN
-                    EXECUTE pg_catalog.format('UPDATE %s SET %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
-                        v_relation,
-                        (SELECT pg_catalog.string_agg(pg_catalog.format('%I = NULL', c), ', ')
-                         FROM unnest(v_table.anonymise_columns) AS c),
-                        v_table.subject_column)
-                    USING v_subjects;
-                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    v_rows := @extschema@.purge_rows(v_relation,
+                        pg_catalog.format('UPDATE %s SET %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
+                            v_relation,
+                            (SELECT pg_catalog.string_agg(pg_catalog.format('%I = NULL', c), ', ')
+                             FROM unnest(v_table.anonymise_columns) AS c),
+                            v_table.subject_column),
+                        v_subjects);
                     v_anonymised := v_anonymised + v_rows;
                 ELSE
-                    EXECUTE pg_catalog.format('DELETE FROM %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
-                        v_relation, v_table.subject_column)
-                    USING v_subjects;
-                    GET DIAGNOSTICS v_rows = ROW_COUNT;
+                    v_rows := @extschema@.purge_rows(v_relation,
+                        pg_catalog.format('DELETE FROM %s WHERE %I OPERATOR(pg_catalog.=) ANY ($1)',
+                            v_relation, v_table.subject_column),
+                        v_subjects);
                     v_deleted := v_deleted + v_rows;
                 END IF;
             EXCEPTION WHEN foreign_key_violation THEN
