@@ -340,3 +340,38 @@ SELECT @extschema@.register_table('@extschema@.messages', 'person_id', 'communic
 SELECT @extschema@.register_table('@extschema@.enrichments', 'person_id', 'enrichment',
     'Public-profile data with its source and fetch time');
 
+/* ---- consent: recipients of a purpose ---- */
+
+ALTER TABLE @extschema@.purposes ADD COLUMN recipients text[];
+COMMENT ON COLUMN @extschema@.purposes.recipients IS
+    'Recipients or categories of recipients the data is disclosed to for this purpose (GDPR Art. 13, 15)';
+
+/*
+ * Who receives data processed for a purpose: named recipients or
+ * categories of recipients, as a subject access export must tell.  Like a
+ * purpose's description, for any gdprcrm_admin: it changes what the
+ * subject is told, not what anyone may see.  NULL or an empty array: none
+ * declared.
+ */
+CREATE FUNCTION @extschema@.set_purpose_recipients(purpose text, recipients text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.require_project_admin(NULL);
+    IF EXISTS (SELECT 1 FROM pg_catalog.unnest(recipients) AS r
+               WHERE coalesce(pg_catalog.btrim(r), '') = '') THEN
+        RAISE EXCEPTION 'a recipient must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @extschema@.purposes p
+    SET recipients = CASE WHEN pg_catalog.cardinality(set_purpose_recipients.recipients) > 0
+                          THEN set_purpose_recipients.recipients END
+    WHERE p.name = set_purpose_recipients.purpose;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'purpose "%" does not exist', purpose USING ERRCODE = 'undefined_object',
+            HINT = 'Define it with gdprcrm.define_purpose().';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.set_purpose_recipients(text, text[]) IS
+    'Declare the recipients or categories of recipients of a purpose''s data (NULL or empty: none)';
+REVOKE ALL ON FUNCTION @extschema@.set_purpose_recipients(text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.set_purpose_recipients(text, text[]) TO gdprcrm_admin;
