@@ -749,7 +749,8 @@ footer { margin-top: 2.5rem; padding-top: 1rem; border-top: 1px solid var(--line
                              concat_ws('<br>', '<bdi>' || @extschema@.html_value(e -> 'title') || '</bdi>',
                                        '<span class="url">' || @extschema@.html_value(e -> 'url') || '</span>',
                                        '<span class="url">from ' || @extschema@.html_value(e -> 'referrer') || '</span>'),
-                             coalesce(p.pairs, @extschema@.html_value(e -> 'properties'))),
+                             coalesce(p.pairs, CASE WHEN jsonb_typeof(e -> 'properties') <> 'object'
+                                                    THEN @extschema@.html_value(e -> 'properties') END, '')),
                       E'\n' ORDER BY n)
     INTO v_part FROM (SELECT j.value::jsonb AS e, j.n FROM json_array_elements(v_events) WITH ORDINALITY AS j(value, n)
                       OFFSET 0) AS x
