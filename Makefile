@@ -17,7 +17,7 @@ OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 # src/sql/<concern>.sql, in this order: a concern may use the objects of
 # the concerns before it.  A new concern is one more name here.
 SQL_CONCERNS = prologue access random keys types blind_index data_guard \
-               subject_state consent rights crm crm_api erasure
+               subject_state consent rights crm crm_api erasure export
 SQL_SOURCES  = $(SQL_CONCERNS:%=src/sql/%.sql)
 SQL_SCRIPT   = $(EXTENSION)--$(EXTVERSION).sql
 #
@@ -47,7 +47,7 @@ SHLIB_LINK  = -lsodium
 
 TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 
-REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent tenancy data_guard identify rights erasure
+REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent tenancy data_guard identify rights export erasure
 REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
 ISOLATION      = nonces shred_visibility key_creation identify_race consent_withdrawal team_membership import_race identify_merge_race erasure_race erasure_stages

@@ -9,6 +9,7 @@ packages=(
     libsodium-dev
     libipc-run-perl
     clang-14 libclang-rt-14-dev
+    chromium fonts-noto-color-emoji
 )
 
 missing=()

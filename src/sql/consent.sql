@@ -19,10 +19,13 @@ CREATE TABLE @extschema@.purposes (
     retention interval,
     special_category boolean NOT NULL DEFAULT false,
     allowed_when_restricted boolean NOT NULL DEFAULT false,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    recipients text[]
 );
 COMMENT ON TABLE @extschema@.purposes IS
     'Purposes of processing, each with its lawful basis (GDPR Art. 6)';
+COMMENT ON COLUMN @extschema@.purposes.recipients IS
+    'Recipients or categories of recipients the data is disclosed to for this purpose (GDPR Art. 13, 15)';
 
 /*
  * The consent ledger: append-only.  Rows are changed only once their
@@ -193,6 +196,34 @@ EXCEPTION WHEN check_violation THEN
 END $$;
 COMMENT ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boolean, boolean) IS
     'Define or redefine a purpose of processing with its lawful basis (GDPR Art. 6)';
+
+/*
+ * Who receives data processed for a purpose: named recipients or
+ * categories of recipients, as a subject access export must tell.  Like a
+ * purpose's description, for any gdprcrm_admin: it changes what the
+ * subject is told, not what anyone may see.  NULL or an empty array: none
+ * declared.
+ */
+CREATE FUNCTION @extschema@.set_purpose_recipients(purpose text, recipients text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM @extschema@.require_project_admin(NULL);
+    IF EXISTS (SELECT 1 FROM pg_catalog.unnest(recipients) AS r
+               WHERE coalesce(pg_catalog.btrim(r), '') = '') THEN
+        RAISE EXCEPTION 'a recipient must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE @extschema@.purposes p
+    SET recipients = CASE WHEN pg_catalog.cardinality(set_purpose_recipients.recipients) > 0
+                          THEN set_purpose_recipients.recipients END
+    WHERE p.name = set_purpose_recipients.purpose;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'purpose "%" does not exist', purpose USING ERRCODE = 'undefined_object',
+            HINT = 'Define it with gdprcrm.define_purpose().';
+    END IF;
+END $$;
+COMMENT ON FUNCTION @extschema@.set_purpose_recipients(text, text[]) IS
+    'Declare the recipients or categories of recipients of a purpose''s data (NULL or empty: none)';
 
 /*
  * The ledger functions.  SECURITY DEFINER: the ledger and state tables
@@ -509,6 +540,7 @@ REVOKE ALL ON @extschema@.purposes, @extschema@.consent_events, @extschema@.rest
     @extschema@.consents FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.protect_ledger_rows() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.set_purpose_recipients(text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.require_subject_access(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.record_consent_event(bigint, text, text, timestamptz, text, text, text, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.grant_consent(bigint, text, text, text, text, text, jsonb, timestamptz) FROM PUBLIC;
@@ -538,5 +570,6 @@ GRANT EXECUTE ON FUNCTION
     @extschema@.explain_access(bigint, text),
     @extschema@.may_process(bigint, text)
     TO gdprcrm_app, gdprcrm_admin;
-GRANT EXECUTE ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boolean, boolean)
+GRANT EXECUTE ON FUNCTION @extschema@.define_purpose(text, text, text, interval, boolean, boolean),
+    @extschema@.set_purpose_recipients(text, text[])
     TO gdprcrm_admin;
