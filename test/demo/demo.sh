@@ -293,7 +293,68 @@ COMMIT;
 SELECT count(*) AS next_request_on_same_connection FROM gdprcrm.people;
 SQL
 
-say "20. A key command that prints anything but a key stops the server"
+say "20. Subject rights: a person asks what we hold, then to be erased"
+sql <<'SQL'
+-- The data protection officer administers the project's team.
+CREATE ROLE demo_dpo LOGIN IN ROLE gdprcrm_admin;
+SELECT gdprcrm.add_project_member(1, 'demo_dpo');
+SET ROLE demo_dpo;
+-- The request comes by email, in whatever letter case: found through the
+-- blind index, nothing decrypted.
+SELECT * FROM gdprcrm.find_subject(email => ' User4711@EXAMPLE.com ');
+-- Access (Art. 15) and portability (Art. 20): one document, decrypted,
+-- through every purpose filter, with consents, purposes and sources.
+SELECT line AS sar_export_first_lines
+FROM regexp_split_to_table(jsonb_pretty(gdprcrm.sar_export(4711)), '\n') WITH ORDINALITY AS l (line, n)
+WHERE n <= 14 ORDER BY n;
+SELECT table_name, length(csv) AS csv_bytes, split_part(csv, E'\n', 1) AS header
+FROM gdprcrm.sar_export_csv(4711) ORDER BY table_name;
+SQL
+html=/tmp/gdprcrm-demo-sar-4711.html
+as_run_user "$bindir/psql" -X -q -At -h "$demo" -p "$port" -d demo -v ON_ERROR_STOP=1 \
+    -c "SET ROLE demo_dpo" -c "SELECT gdprcrm.sar_export_html(4711)" > "$html"
+note "the printable export for the person: $html ($(wc -c < "$html") bytes; open it in a browser)"
+sql <<'SQL'
+SET ROLE demo_dpo;
+-- Erasure (Art. 17), first to the trash: hidden at once from every purpose
+-- and every application role, restorable for gdprcrm.trash_retention.
+SELECT gdprcrm.erase_subject(4711, 'request by email');
+SET ROLE demo_crm;
+SET gdprcrm.purpose = 'support';
+SELECT count(*) AS person_4711_visible, (SELECT count(*) FROM gdprcrm.events WHERE person_id = 4711) AS events_visible
+FROM gdprcrm.people WHERE id = 4711;
+SELECT gdprcrm.identify(1, NULL, 'user4711@example.com') AS identify_while_in_trash;
+-- A mistaken erasure is undone within the trash retention.
+SET ROLE demo_dpo;
+SELECT gdprcrm.restore_subject(4711);
+SET ROLE demo_crm;
+SELECT count(*) AS visible_after_restore FROM gdprcrm.people WHERE id = 4711;
+-- A legal hold (Art. 17(3)(e)) blocks erasure while it lasts.
+SET ROLE demo_dpo;
+SELECT gdprcrm.place_legal_hold(4711, 'pending dispute');
+SQL
+for refused in "gdprcrm.erase_subject(4711)" "gdprcrm.purge_subject(4711)"; do
+    sql -c "SET ROLE demo_dpo" -c "SELECT $refused" 2>&1 | sed 's/^/   /' || true
+done
+sql <<'SQL'
+SET ROLE demo_dpo;
+SELECT subject, reason FROM gdprcrm.legal_holds;
+SELECT gdprcrm.release_legal_hold(4711);
+-- The purge: every registered row deleted, the data key destroyed, the
+-- identifiers kept only as keyed hashes on a suppression list.
+SELECT gdprcrm.purge_subject(4711, 'request by email');
+RESET ROLE;
+SELECT (SELECT count(*) FROM gdprcrm.people WHERE id = 4711) AS people_rows,
+       (SELECT count(*) FROM gdprcrm.events WHERE person_id = 4711) AS event_rows,
+       (SELECT destroyed_at IS NOT NULL FROM gdprcrm.subject_keys WHERE subject = 4711) AS key_destroyed;
+SET ROLE demo_crm;
+-- The person is not re-created by a later identify() of the same email.
+SELECT gdprcrm.identify(1, NULL, 'USER4711@example.com') AS identify_after_purge;
+SET ROLE demo_dpo;
+SELECT subject, action, detail, recorded_by FROM gdprcrm.rights_log WHERE subject = 4711 ORDER BY id;
+SQL
+
+say "21. A key command that prints anything but a key stops the server"
 pg_ctl stop
 echo "gdprcrm.key_command = 'echo not-a-key-but-a-secret'" >> "$data/postgresql.conf"
 if pg_ctl start 2>/dev/null; then
