@@ -50,7 +50,7 @@ TEST_CONF   = --temp-config=$(srcdir)/test/regress.conf
 REGRESS      = setup keyring random_bytes encrypted_types shredding blind_index crm consent tenancy data_guard identify rights export erasure
 REGRESS_OPTS = --temp-instance=tmp_regress $(TEST_CONF)
 
-ISOLATION      = nonces shred_visibility key_creation identify_race consent_withdrawal team_membership import_race identify_merge_race erasure_race erasure_stages
+ISOLATION      = nonces shred_visibility key_creation identify_race consent_withdrawal team_membership import_race identify_merge_race erasure_race erasure_stages export_erasure_race
 ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-instance=tmp_isolation $(TEST_CONF)
 
 TAP_TESTS    = 1

@@ -847,6 +847,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'jsonb');
     RETURN @extschema@.export_document(subject, v_project)::jsonb;
 END $$;
@@ -858,6 +861,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'csv');
     RETURN QUERY SELECT c.table_name, c.csv FROM @extschema@.export_csv(subject) c;
 END $$;
@@ -869,6 +875,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'html');
     RETURN @extschema@.export_html(@extschema@.export_document(subject, v_project));
 END $$;

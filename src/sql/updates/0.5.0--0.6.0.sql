@@ -2673,6 +2673,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'jsonb');
     RETURN @extschema@.export_document(subject, v_project)::jsonb;
 END $$;
@@ -2684,6 +2687,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'csv');
     RETURN QUERY SELECT c.table_name, c.csv FROM @extschema@.export_csv(subject) c;
 END $$;
@@ -2695,6 +2701,9 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_project bigint := @extschema@.require_subject_admin(subject);
 BEGIN
+    -- Erasure takes the same lock: an export sees the subject wholly before
+    -- a purge or not at all, never half decrypted.
+    PERFORM @extschema@.lock_subject_state(subject);
     PERFORM @extschema@.log_right(subject, v_project, 'export', 'html');
     RETURN @extschema@.export_html(@extschema@.export_document(subject, v_project));
 END $$;
