@@ -119,7 +119,7 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = tab AND p.polname = 'gdprcrm_purpose') THEN
         RAISE WARNING '% is not protected by gdprcrm.protect()', tab
-            USING HINT = 'Without it, its rows are visible whatever the purpose and whether the subject consented.';
+            USING HINT = 'Without it, its rows are visible whatever the purpose, whether the subject consented, and while the subject is in the trash.';
     END IF;
     INSERT INTO @extschema@.registered_tables AS r (relation, subject_column, category, description, contexts,
                                                     on_purge, anonymise_columns, builtin, registered_by)
