@@ -4,6 +4,8 @@
 #   bash test/bench/sar.sh
 #   PEOPLE=10000 DURATION=10 bash test/bench/sar.sh     (a quick run: 1,000,000 events)
 #
+#   PURGE_ROUNDS=7                                        (purge rounds timed)
+#
 # Starts a private PostgreSQL 15 instance with gdprcrm preloaded and builds
 # one project of PEOPLE people (100,000) with EVENTS events each (100), in
 # the twelve monthly partitions of 2025, in time order as they would arrive:
@@ -29,9 +31,23 @@
 # result and the commit, which for the exports writes a row of the rights
 # log), the ratio of medians to the baseline, the size of each result, and
 # the plan of the events query inside sar_export (auto_explain).  Target:
-# jsonb under 100 ms.  Then the server is restarted with glibc told to keep
-# the memory it frees, and the session runs again (doc/benchmarks.md says
-# why).
+# jsonb under 100 ms.
+#
+# Then the purge of the same subject, in one psql session, each call in
+# its own BEGIN ... ROLLBACK so that it can be repeated on the same data:
+#   baseline  plain SQL: DELETE of the subject's rows from the registered
+#             tables, in the purge's order (people last); nothing else;
+#   purge     SELECT gdprcrm.purge_subject(1) (suppressed identifiers,
+#             rows deleted, data key destroyed, ledgers reduced, logged).
+# A call's time is that of its BEGIN, call and ROLLBACK (psql's \timing).
+# The first call of each runs right after a CHECKPOINT, so that it writes
+# the full page images a purge of pages untouched since the last checkpoint
+# writes, and is shown apart; then PURGE_ROUNDS rounds of both, the order
+# of the two swapped every round.  Prints min / median / max milliseconds
+# and the ratio of medians to the baseline.
+#
+# Then the server is restarted with glibc told to keep the memory it frees,
+# and the export session runs again (doc/benchmarks.md says why).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . test/lib.sh
@@ -40,6 +56,7 @@ people=${PEOPLE:-100000}
 events=${EVENTS:-100}
 subject_events=${SUBJECT_EVENTS:-10000}
 duration=${DURATION:-30}
+purge_rounds=${PURGE_ROUNDS:-7}
 bindir=$("$PG_CONFIG" --bindir)
 dir=$(mktemp -d /tmp/gdprcrm-bench-sar.XXXXXX)
 port=5497
@@ -144,6 +161,17 @@ CREATE FUNCTION baseline(subject bigint) RETURNS jsonb LANGUAGE sql STABLE AS $$
         'consent_events', (SELECT json_agg(t ORDER BY t.id) FROM gdprcrm.consent_events t WHERE t.subject = $1),
         'restriction_events', (SELECT json_agg(t ORDER BY t.id) FROM gdprcrm.restriction_events t WHERE t.subject = $1))::jsonb
 $$;
+
+-- The plain SQL baseline of the purge: the subject's rows deleted from
+-- the registered tables in the purge's order, people last.
+CREATE FUNCTION baseline_purge(subject bigint) RETURNS void LANGUAGE sql AS $$
+    DELETE FROM gdprcrm.enrichments WHERE person_id = $1;
+    DELETE FROM gdprcrm.events WHERE person_id = $1;
+    DELETE FROM gdprcrm.messages WHERE person_id = $1;
+    DELETE FROM gdprcrm.person_companies WHERE person_id = $1;
+    DELETE FROM gdprcrm.person_identities WHERE person_id = $1;
+    DELETE FROM gdprcrm.people WHERE id = $1;
+$$;
 SQL
 psql -c CHECKPOINT
 loaded=$(date +%s)
@@ -207,6 +235,56 @@ time_variants() {
 }
 
 time_variants default
+
+# The purge: the first call of each right after a checkpoint, then rounds
+# of both, each call its own BEGIN ... ROLLBACK.  psql prints the time of
+# every statement; a call's time is the sum of its three.
+{
+    echo '\o /dev/null'
+    echo '\timing on'
+    call() {
+        echo "\echo @ $1 $2"
+        echo 'BEGIN;'
+        case $1 in
+            baseline) echo 'SELECT baseline_purge(1);' ;;
+            purge) echo "SELECT gdprcrm.purge_subject(1, 'bench');" ;;
+        esac
+        echo 'ROLLBACK;'
+    }
+    echo '\echo @ checkpoint -'
+    echo 'CHECKPOINT;'
+    call purge 0
+    echo '\echo @ checkpoint -'
+    echo 'CHECKPOINT;'
+    call baseline 0
+    for i in $(seq 1 "$purge_rounds"); do
+        if [ $((i % 2)) -eq 1 ]; then call purge "$i"; call baseline "$i"
+        else call baseline "$i"; call purge "$i"; fi
+    done
+} > "$dir/purge.sql"
+chmod 644 "$dir/purge.sql"
+echo "purge of the subject: rows $(psql -Atc "BEGIN" \
+    -c "SELECT gdprcrm.purge_subject(1, 'bench')" \
+    -c "SELECT detail FROM gdprcrm.rights_log WHERE subject = 1 AND action = 'purge'" -c "ROLLBACK" | tail -1)"
+psql -f "$dir/purge.sql" |
+    awk '/^@ / { v = $2; r = $3; next } /^Time:/ { t[v, r] += $2; n[v, r] = 1 }
+         END { for (k in n) { split(k, a, SUBSEP); print a[1], a[2], t[k] } }' > "$dir/purge.times"
+for v in baseline purge; do
+    awk -v v=$v '$1 == v && $2 > 0 { print $3 }' "$dir/purge.times" | sort -n > "$dir/ms.purge.$v"
+done
+base=$(median "$dir/ms.purge.baseline")
+echo "purge: BEGIN, call, ROLLBACK; first call after a CHECKPOINT, then $purge_rounds rounds, one session"
+printf '%-9s %9s %7s %9s %9s %9s %9s\n' "" "first ms" calls "min ms" "median ms" "max ms" "/baseline"
+for v in baseline purge; do
+    med=$(median "$dir/ms.purge.$v")
+    printf '%-9s %9.1f %7d %9.1f %9.1f %9.1f %8.1fx\n' "$v" \
+        "$(awk -v v=$v '$1 == v && $2 == 0 { print $3 }' "$dir/purge.times")" \
+        "$(wc -l < "$dir/ms.purge.$v")" "$(head -1 "$dir/ms.purge.$v")" "$med" \
+        "$(tail -1 "$dir/ms.purge.$v")" "$(awk -v m="$med" -v b="$base" 'BEGIN { print m / b }')"
+done
+echo "subject's rows left after the rolled back purges: $(psql -Atc "SELECT count(*) FROM gdprcrm.events WHERE person_id = 1") events," \
+    "purged: $(psql -Atc "SELECT purged_at IS NOT NULL FROM gdprcrm.subject_state WHERE subject = 1")"
+
 # The same with glibc keeping the memory it frees: building a large jsonb
 # value touches tens of megabytes of fresh memory, and where a page fault
 # is expensive (virtual machines) that is most of its cost.
