@@ -173,6 +173,25 @@ my @older =
   grep { version_key($_) lt version_key($current) }
   map { m{/gdprcrm--([0-9.]+)\.sql$} ? $1 : () } glob("$top/src/sql/released/gdprcrm--*.sql");
 
+# What a database holds, read the same way before and after an update:
+# counts, every decryption, every purpose decision.
+my $facts = q{
+	SELECT (SELECT count(*) FROM gdprcrm.people) AS people,
+	       (SELECT count(*) FROM gdprcrm.events) AS events,
+	       (SELECT count(*) FROM gdprcrm.messages) AS messages,
+	       (SELECT count(*) FROM gdprcrm.enrichments) AS enrichments,
+	       (SELECT count(*) FROM gdprcrm.consent_events) AS consent_events,
+	       (SELECT string_agg(concat_ws('/', gdprcrm.decrypt(email, 'crm.people.email', id),
+	                                         gdprcrm.decrypt(name, 'crm.people.name', id), external_id, traits),
+	                          ',' ORDER BY id) FROM gdprcrm.people) AS profiles,
+	       (SELECT string_agg(concat_ws('/', gdprcrm.decrypt(subject, 'crm.messages.subject', person_id),
+	                                         gdprcrm.decrypt(body, 'crm.messages.body', person_id)),
+	                          ',' ORDER BY id) FROM gdprcrm.messages) AS messages_text,
+	       (SELECT string_agg(gdprcrm.explain_access(id, p.name), ',' ORDER BY id, p.name)
+	        FROM gdprcrm.people, gdprcrm.purposes p) AS decisions,
+	       (SELECT string_agg(coalesce(gdprcrm.decrypt(note, 'public.fixture_orders.note', customer), '-'),
+	                          ',' ORDER BY id) FROM fixture_orders) AS orders};
+
 my %updated;
 for my $release (@older)
 {
@@ -183,6 +202,19 @@ for my $release (@older)
 	is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'gdprcrm'}),
 		$current, "$release updates to $current");
 	$updated{$release} = schema_of($db);
+
+	# The same update on a database with rows, written with that
+	# release's API (test/t/fixtures/), keeps every answer.
+	my $fixture = "$FindBin::Bin/fixtures/gdprcrm-$release.sql";
+	ok(-f $fixture, "release $release has a data fixture") or next;
+	my $data_db = "${db}_data";
+	$node->safe_psql('postgres', "CREATE DATABASE $data_db");
+	$node->safe_psql($data_db, "CREATE EXTENSION gdprcrm VERSION '$release'");
+	$node->safe_psql($data_db, slurp_file($fixture));
+	my $before = $node->safe_psql($data_db, $facts);
+	$node->safe_psql($data_db, 'ALTER EXTENSION gdprcrm UPDATE');
+	is($node->safe_psql($data_db, $facts), $before,
+		"$release with rows updated to $current: every count, decryption and purpose decision the same");
 }
 my $roles_updated = roles();
 
