@@ -34,28 +34,6 @@ sub memlock_limit
 	return $1 eq 'unlimited' ? undef : $1;
 }
 
-# The mappings of a process: start, end, perms, name and VmFlags.
-sub mappings
-{
-	my ($pid) = @_;
-	my (@maps, $current);
-	open my $fh, '<', "/proc/$pid/smaps" or die "could not read smaps of $pid: $!";
-	while (my $line = <$fh>)
-	{
-		if ($line =~ /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+ *(.*)$/)
-		{
-			$current = { start => hex($1), end => hex($2), perms => $3, name => $4, flags => {} };
-			push @maps, $current;
-		}
-		elsif ($line =~ /^VmFlags:\s*(.*)$/)
-		{
-			$current->{flags} = { map { $_ => 1 } split ' ', $1 };
-		}
-	}
-	close $fh;
-	return @maps;
-}
-
 # Anonymous, accessible mappings marked "dd" (left out of core dumps): in a
 # backend, gdprcrm's key regions and the random generator's state.
 sub dump_excluded

@@ -29,27 +29,6 @@ my $block_bytes = 4096;
 my $block_offset = 48;
 my $state_pages = int(($block_offset + $block_bytes + $page - 1) / $page);
 
-sub mappings
-{
-	my ($pid) = @_;
-	my (@maps, $current);
-	open my $fh, '<', "/proc/$pid/smaps" or die "could not read smaps of $pid: $!";
-	while (my $line = <$fh>)
-	{
-		if ($line =~ /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+ *(.*)$/)
-		{
-			$current = { start => hex($1), end => hex($2), perms => $3, name => $4, flags => {} };
-			push @maps, $current;
-		}
-		elsif ($line =~ /^VmFlags:\s*(.*)$/)
-		{
-			$current->{flags} = { map { $_ => 1 } split ' ', $1 };
-		}
-	}
-	close $fh;
-	return @maps;
-}
-
 sub read_mem
 {
 	my ($pid, $start, $len) = @_;

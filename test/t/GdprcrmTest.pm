@@ -12,7 +12,7 @@ use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
-our @EXPORT = qw(random_key_hex key_file_command preloaded_node log_fragments_of);
+our @EXPORT = qw(random_key_hex key_file_command preloaded_node log_fragments_of mappings);
 
 # A fresh 256-bit key as 64 lower-case hex digits.
 sub random_key_hex
@@ -51,6 +51,29 @@ sub log_fragments_of
 {
 	my ($secret) = @_;
 	return map { substr($secret, $_, 8) } 0 .. length($secret) - 8;
+}
+
+# mappings(PID): the memory mappings of a process, from /proc/PID/smaps,
+# each with start, end, perms, name and its VmFlags as a set.
+sub mappings
+{
+	my ($pid) = @_;
+	my (@maps, $current);
+	open my $fh, '<', "/proc/$pid/smaps" or die "could not read smaps of $pid: $!";
+	while (my $line = <$fh>)
+	{
+		if ($line =~ /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+ *(.*)$/)
+		{
+			$current = { start => hex($1), end => hex($2), perms => $3, name => $4, flags => {} };
+			push @maps, $current;
+		}
+		elsif ($line =~ /^VmFlags:\s*(.*)$/)
+		{
+			$current->{flags} = { map { $_ => 1 } split ' ', $1 };
+		}
+	}
+	close $fh;
+	return @maps;
 }
 
 1;
